@@ -1,0 +1,69 @@
+//! The function's configuration, read and validated once per request at the
+//! edge (`lib.rs`), before any input is looked at beyond the method.
+
+use switchyard_shared::config::{signing_keys, ConfigError, Lookup, SupabaseConfig};
+use switchyard_shared::signature::{SigningKey, DEFAULT_TOLERANCE_MS};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub supabase: SupabaseConfig,
+    /// Seed scheme (`x-ipai-*`): current, then previous during a rotation.
+    pub ipai_keys: Vec<SigningKey>,
+    /// Standard Webhooks (`whsec_...`): current, then previous.
+    pub standard_keys: Vec<SigningKey>,
+    pub tolerance_ms: i64,
+}
+
+impl Config {
+    pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
+        let supabase = SupabaseConfig::from_lookup(lookup)?;
+        let ipai_keys =
+            signing_keys(lookup, "ODOO_WEBHOOK_SECRET", "ODOO_WEBHOOK_SECRET_PREVIOUS", SigningKey::ipai)?;
+        let standard_keys = signing_keys(
+            lookup,
+            "ODOO_WEBHOOK_STANDARD_SECRET",
+            "ODOO_WEBHOOK_STANDARD_SECRET_PREVIOUS",
+            SigningKey::standard,
+        )?;
+        if ipai_keys.is_empty() && standard_keys.is_empty() {
+            return Err(ConfigError(
+                "set ODOO_WEBHOOK_SECRET or ODOO_WEBHOOK_STANDARD_SECRET: no request could be verified".into(),
+            ));
+        }
+        Ok(Config { supabase, ipai_keys, standard_keys, tolerance_ms: DEFAULT_TOLERANCE_MS })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const BASE: [(&str, &str); 2] =
+        [("SUPABASE_URL", "http://127.0.0.1:54321"), ("SUPABASE_SERVICE_ROLE_KEY", "service-key")];
+
+    #[test]
+    fn needs_at_least_one_scheme() {
+        let err = Config::from_lookup(&lookup(&BASE)).unwrap_err();
+        assert!(err.0.contains("ODOO_WEBHOOK_SECRET"));
+    }
+
+    #[test]
+    fn loads_both_schemes_with_rotation() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("ODOO_WEBHOOK_SECRET", "6900445459d89179a31e3bce61cf2d7f7732425650e17886edbbaec61c40a980"),
+            ("ODOO_WEBHOOK_SECRET_PREVIOUS", "1111111111111111111111111111111111111111111111111111111111111111"),
+            ("ODOO_WEBHOOK_STANDARD_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ]);
+        let cfg = Config::from_lookup(&lookup(&pairs)).unwrap();
+        assert_eq!(cfg.ipai_keys.len(), 2);
+        assert_eq!(cfg.standard_keys.len(), 1);
+        assert_eq!(cfg.tolerance_ms, 300_000);
+    }
+}

@@ -1,0 +1,84 @@
+//! `odoo-webhook`: signed events from Odoo into `integration.outbox`.
+//!
+//! Called without a JWT (the signature is the authentication, like a Supabase
+//! function deployed with `--no-verify-jwt`). The handler only moves data
+//! between the runtime and `ingress`, which holds every decision.
+
+pub mod config;
+pub mod ingress;
+
+use serde_json::json;
+use switchyard_shared::config::env_lookup;
+use switchyard_shared::error::{ApiError, ErrorCode};
+use switchyard_shared::log::Log;
+use switchyard_shared::postgrest::Client;
+use switchyard_shared::{correlation, http, signature, time};
+use worker::{event, Context, Env, Request, Response};
+
+use crate::config::Config;
+use crate::ingress::Accepted;
+
+const FUNCTION: &str = "odoo-webhook";
+
+#[event(fetch)]
+pub async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let caller_id = req.headers().get(correlation::HEADER).ok().flatten();
+    let correlation_id = correlation::from_header_or_new(caller_id.as_deref());
+    let log = Log::new(FUNCTION, &correlation_id);
+    match handle(req, &env, &correlation_id, &log).await {
+        Ok(accepted) => {
+            log.info("accepted", json!({ "event_id": accepted.event_id, "duplicate": accepted.duplicate }));
+            http::json(200, &ingress::success_body(&accepted, &correlation_id), &correlation_id)
+        }
+        Err(err) => {
+            let fields = json!({ "code": err.code.as_str(), "status": err.status() });
+            if err.status() >= 500 {
+                log.error("failed", fields);
+            } else {
+                log.warn("rejected", fields);
+            }
+            if err.code == ErrorCode::MethodNotAllowed {
+                let body = err.envelope(&correlation_id);
+                return http::json_with_headers(405, &body, &correlation_id, &[("allow", "POST")]);
+            }
+            http::error(&err, &correlation_id)
+        }
+    }
+}
+
+async fn handle(mut req: Request, env: &Env, correlation_id: &str, log: &Log<'_>) -> Result<Accepted, ApiError> {
+    ingress::check_method(req.method().as_ref())?;
+    let config = Config::from_lookup(&env_lookup(env)).map_err(|e| {
+        log.error("config_invalid", json!({ "reason": e.0 }));
+        ApiError::from(e)
+    })?;
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    ingress::check_declared_length(header("content-length").as_deref())?;
+    let body = req
+        .bytes()
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body could not be read"))?;
+    ingress::check_body_length(body.len())?;
+
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let verified = signature::verify(
+        &header,
+        &body,
+        &config.ipai_keys,
+        &config.standard_keys,
+        time::now_ms(),
+        config.tolerance_ms,
+    )?;
+    let event = ingress::parse_event(&body)?;
+    log.info("verified", json!({ "scheme": verified.scheme.as_str(), "key_id": verified.key_id }));
+
+    let args = ingress::ingest_args(&event, &verified, correlation_id);
+    let result = Client::new(config.supabase)
+        .rpc("integration", "ingest_event", &args, correlation_id)
+        .await
+        .map_err(|e| {
+            log.warn("rpc_failed", json!({ "rpc": "ingest_event", "error": format!("{e:?}") }));
+            e.into_api_error()
+        })?;
+    ingress::accepted(&result)
+}

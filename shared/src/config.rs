@@ -1,0 +1,134 @@
+//! Configuration is read and validated once, at the top of a request, from a
+//! name -> value lookup (the Workers `Env` in production, a map in tests).
+//! Errors name the variable, never its value.
+
+use crate::error::{ApiError, ErrorCode};
+use crate::signature::SigningKey;
+
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    /// The caller learns only that the server is misconfigured; the detail
+    /// goes to the log.
+    fn from(_: ConfigError) -> Self {
+        ApiError::new(ErrorCode::Misconfigured, "the function is misconfigured; see its logs")
+    }
+}
+
+/// A Workers `Env` as a lookup: secrets and plain vars are both strings there.
+pub fn env_lookup(env: &worker::Env) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| {
+        env.secret(name)
+            .map(|s| s.to_string())
+            .or_else(|_| env.var(name).map(|v| v.to_string()))
+            .ok()
+            .filter(|v| !v.is_empty())
+    }
+}
+
+pub fn required(lookup: Lookup, name: &str) -> Result<String, ConfigError> {
+    lookup(name).ok_or_else(|| ConfigError(format!("{name} is not set")))
+}
+
+/// Where and as whom the functions reach PostgREST.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SupabaseConfig {
+    /// Base URL without a trailing slash; `/rest/v1` is appended per call.
+    pub url: String,
+    pub service_role_key: String,
+}
+
+impl std::fmt::Debug for SupabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupabaseConfig").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl SupabaseConfig {
+    pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
+        let url = required(lookup, "SUPABASE_URL")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError("SUPABASE_URL must be an http(s) URL".into()));
+        }
+        let service_role_key = required(lookup, "SUPABASE_SERVICE_ROLE_KEY")?;
+        Ok(SupabaseConfig { url: url.trim_end_matches('/').to_string(), service_role_key })
+    }
+}
+
+/// The current key and, during a rotation, the previous one.
+pub fn signing_keys(
+    lookup: Lookup,
+    current: &str,
+    previous: &str,
+    parse: fn(&str) -> Result<SigningKey, String>,
+) -> Result<Vec<SigningKey>, ConfigError> {
+    if lookup(current).is_none() && lookup(previous).is_some() {
+        return Err(ConfigError(format!("{previous} is set without {current}")));
+    }
+    let mut keys = Vec::new();
+    for name in [current, previous] {
+        if let Some(secret) = lookup(name) {
+            keys.push(parse(secret.trim()).map_err(|why| ConfigError(format!("{name}: {why}")))?);
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn supabase_config_trims_trailing_slash_and_hides_the_key() {
+        let l = lookup(&[("SUPABASE_URL", "http://127.0.0.1:54321/"), ("SUPABASE_SERVICE_ROLE_KEY", "sekrit")]);
+        let cfg = SupabaseConfig::from_lookup(&l).unwrap();
+        assert_eq!(cfg.url, "http://127.0.0.1:54321");
+        assert!(!format!("{cfg:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn supabase_config_names_what_is_missing_or_wrong() {
+        let l = lookup(&[("SUPABASE_URL", "http://x")]);
+        assert_eq!(SupabaseConfig::from_lookup(&l).unwrap_err().0, "SUPABASE_SERVICE_ROLE_KEY is not set");
+        let l = lookup(&[("SUPABASE_URL", "ftp://x"), ("SUPABASE_SERVICE_ROLE_KEY", "k")]);
+        assert!(SupabaseConfig::from_lookup(&l).is_err());
+    }
+
+    #[test]
+    fn signing_keys_take_current_then_previous() {
+        let l = lookup(&[("CUR", SECRET), ("PREV", "fedcba9876543210fedcba9876543210")]);
+        let keys = signing_keys(&l, "CUR", "PREV", SigningKey::ipai).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].id(), SigningKey::ipai(SECRET).unwrap().id());
+        let none = signing_keys(&lookup(&[]), "CUR", "PREV", SigningKey::ipai).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_bad_or_orphaned_secret_is_a_config_error_without_its_value() {
+        let err = signing_keys(&lookup(&[("CUR", "short-secret")]), "CUR", "PREV", SigningKey::ipai).unwrap_err();
+        assert!(err.0.starts_with("CUR:"));
+        assert!(!err.0.contains("short-secret"));
+        let err = signing_keys(&lookup(&[("PREV", SECRET)]), "CUR", "PREV", SigningKey::ipai).unwrap_err();
+        assert_eq!(err.0, "PREV is set without CUR");
+        let api: ApiError = err.into();
+        assert_eq!(api.status(), 500);
+    }
+}
