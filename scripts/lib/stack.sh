@@ -301,11 +301,12 @@ capnp_text() { # escape a value for a capnp string literal
 # starts with its own name in upper snake case (odoo-webhook -> ODOO_WEBHOOK_*).
 write_workerd_config() {
   load_secrets
-  local name prefix ident services="" workers="" table="" bindings key
+  local name prefix ident const services="" workers="" table="" bindings key
   for name in $(function_names); do
-    ident="fn_${name//-/_}"
+    ident="fn_${name//-/_}"    # service and binding name
+    const="fn$(echo "$name" | sed -E 's/(^|-)([a-z])/\U\2/g')"  # capnp wants camelCase: fnOdooWebhook
     prefix="$(echo "${name//-/_}" | tr '[:lower:]' '[:upper:]')_"
-    services+="    (name = \"$ident\", worker = .$ident),"$'\n'
+    services+="    (name = \"$ident\", worker = .$const),"$'\n'
     table+="\\\"$name\\\":{\\\"binding\\\":\\\"$ident\\\",\\\"verify_jwt\\\":$(verify_jwt_of "$name")},"
     bindings="      (name = \"SUPABASE_URL\", text = \"http://127.0.0.1:$API_PORT\"),"$'\n'
     bindings+="      (name = \"SUPABASE_ANON_KEY\", text = \"$SUPABASE_ANON_KEY\"),"$'\n'
@@ -313,10 +314,10 @@ write_workerd_config() {
     for key in $(grep -o "^${prefix}[A-Z0-9_]*" "$SECRETS" || true); do
       bindings+="      (name = \"$key\", text = \"$(capnp_text "${!key}")\"),"$'\n'
     done
-    workers+="const $ident :Workerd.Worker = (
+    workers+="const $const :Workerd.Worker = (
   modules = [
-    (name = \"shim.js\", esModule = embed \"$ROOT/functions/$name/build/index.js\"),
-    (name = \"index_bg.wasm\", wasm = embed \"$ROOT/functions/$name/build/index_bg.wasm\"),
+    (name = \"shim.js\", esModule = embed \"../functions/$name/build/index.js\"),
+    (name = \"index_bg.wasm\", wasm = embed \"../functions/$name/build/index_bg.wasm\"),
   ],
   compatibilityDate = \"$COMPAT_DATE\",
   globalOutbound = \"loopback\",
@@ -340,7 +341,7 @@ $services    (name = "postgrest", external = (address = "127.0.0.1:$POSTGREST_PO
 );
 
 const gateway :Workerd.Worker = (
-  modules = [ (name = "gateway.js", esModule = embed "$ROOT/scripts/local/gateway.js") ],
+  modules = [ (name = "gateway.js", esModule = embed "../scripts/local/gateway.js") ],
   compatibilityDate = "$COMPAT_DATE",
   bindings = [
     (name = "FUNCTIONS", text = "{${table%,}}"),

@@ -77,8 +77,11 @@ async fn handle(mut req: Request, env: &Env, correlation_id: &str, log: &Log<'_>
         .rpc("integration", "ingest_event", &args, correlation_id)
         .await
         .map_err(|e| {
-            log.warn("rpc_failed", json!({ "rpc": "ingest_event", "error": format!("{e:?}") }));
-            e.into_api_error()
+            let err = e.clone().into_api_error();
+            if err.status() >= 500 {
+                log.error("rpc_failed", json!({ "rpc": "ingest_event", "error": format!("{e:?}") }));
+            }
+            err
         })?;
     ingress::accepted(&result)
 }
