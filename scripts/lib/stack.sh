@@ -278,8 +278,9 @@ build_functions() {
   export WASM_OPT_BIN="$NODE_TOOLS/node_modules/.bin/wasm-opt"
   export ESBUILD_BIN="$NODE_TOOLS/node_modules/.bin/esbuild"
   local name dir out
-  for name in $(function_names); do
+  for name in ${*:-$(function_names)}; do
     dir="$ROOT/functions/$name"
+    [ -d "$dir" ] || die "no function named $name"
     out="$dir/build/index_bg.wasm"
     if [ -f "$out" ] && [ -z "$(find "$dir/src" "$dir/Cargo.toml" "$ROOT/shared/src" "$ROOT/shared/Cargo.toml" \
          "$ROOT/Cargo.lock" -newer "$out" -print -quit 2>/dev/null)" ]; then

@@ -1,0 +1,107 @@
+// Shared helpers for the end-to-end tests: the running stack's env, signing as
+// Odoo does, SQL against the real database, and stack control for fault tests.
+import { execFileSync } from "node:child_process";
+import { createHash, createHmac } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+function loadEnv() {
+  const out = execFileSync(path.join(ROOT, "scripts/dev"), ["env"], { encoding: "utf8" });
+  return Object.fromEntries(
+    out
+      .trim()
+      .split("\n")
+      .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+  );
+}
+
+export const env = loadEnv();
+export const WEBHOOK_URL = `${env.FUNCTIONS_URL}/odoo-webhook`;
+
+/** Runs SQL as the superuser and returns psql's unaligned output. */
+export function sql(query) {
+  return execFileSync("psql", [env.DB_URL, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", query], {
+    encoding: "utf8",
+  }).trim();
+}
+
+/** Rows in every table a request may write; compare before and after. */
+export function tableCounts() {
+  return sql(`select format('outbox=%s event_log=%s replay_guard=%s',
+    (select count(*) from integration.outbox),
+    (select count(*) from integration.event_log),
+    (select count(*) from integration.replay_guard))`);
+}
+
+/** Calls a function of scripts/lib/stack.sh (stop_process postgrest, start_postgrest, ...). */
+export function stack(command) {
+  execFileSync("bash", ["-c", `. "${ROOT}/scripts/lib/stack.sh"; ${command}`], { stdio: "ignore" });
+}
+
+export function uniqueKey(prefix = "e2e") {
+  return `${prefix}:${process.pid}:${Date.now()}:${Math.random().toString(36).slice(2)}`;
+}
+
+export function ipaiSignature(secret, timestampMs, body) {
+  return createHmac("sha256", secret).update(`${timestampMs}.${body}`).digest("hex");
+}
+
+/** The key id the function records for a secret (see shared/src/signature.rs). */
+export function keyId(secretBytes) {
+  const digest = createHash("sha256").update("switchyard-signing-key:").update(secretBytes).digest("hex");
+  return `key_${digest.slice(0, 12)}`;
+}
+
+export function event(overrides = {}) {
+  return {
+    event_type: "expense.submitted",
+    aggregate_type: "hr.expense",
+    aggregate_id: String(Math.floor(Math.random() * 1e9)),
+    payload: { expense_id: 42, employee_name: "Test", amount: 125.5, currency: "PHP", state: "submit" },
+    ...overrides,
+  };
+}
+
+/**
+ * Posts a body signed with the seed scheme. Options override any part:
+ * secret, timestamp, key (idempotency), headers (merged last), rawBody.
+ */
+export async function postSigned(body, options = {}) {
+  const raw = options.rawBody ?? JSON.stringify(body);
+  const timestamp = options.timestamp ?? Date.now();
+  const secret = options.secret ?? env.ODOO_WEBHOOK_SECRET;
+  const headers = {
+    "content-type": "application/json",
+    "x-ipai-timestamp": String(timestamp),
+    "x-ipai-signature": options.signature ?? ipaiSignature(secret, timestamp, raw),
+    "x-idempotency-key": options.key ?? uniqueKey(),
+    ...(options.headers ?? {}),
+  };
+  for (const [name, value] of Object.entries(headers)) if (value === undefined) delete headers[name];
+  const method = options.method ?? "POST";
+  const response = await fetch(options.url ?? WEBHOOK_URL, {
+    method,
+    headers,
+    body: ["GET", "HEAD"].includes(method) ? undefined : raw,
+  });
+  const text = await response.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  return { status: response.status, headers: response.headers, text, json, sent: headers };
+}
+
+/** Every secret a response or log must never contain. */
+export function secrets() {
+  return [
+    env.ODOO_WEBHOOK_SECRET,
+    env.ODOO_WEBHOOK_SECRET_PREVIOUS,
+    env.ODOO_WEBHOOK_STANDARD_SECRET,
+    env.ODOO_WEBHOOK_STANDARD_SECRET.slice("whsec_".length),
+    env.SERVICE_ROLE_KEY,
+    env.JWT_SECRET,
+  ];
+}
