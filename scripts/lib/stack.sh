@@ -182,7 +182,7 @@ wait_http() { # url seconds
 
 # ---------------------------------------------------------------- postgres
 
-psql_admin() { psql "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres" -v ON_ERROR_STOP=1 -qAtX "$@"; }
+psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres" -v ON_ERROR_STOP=1 -qAtX "$@"; }
 
 pg_running() { as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
@@ -321,7 +321,7 @@ write_workerd_config() {
     (name = \"index_bg.wasm\", wasm = embed \"../functions/$name/build/index_bg.wasm\"),
   ],
   compatibilityDate = \"$COMPAT_DATE\",
-  globalOutbound = \"loopback\",
+  globalOutbound = \"egress\",
   bindings = [
 $bindings  ],
 );
@@ -335,10 +335,21 @@ using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "gateway", worker = .gateway),
+    (name = "egress", worker = .egress),
 $services    (name = "postgrest", external = (address = "127.0.0.1:$POSTGREST_PORT", http = ())),
     (name = "loopback", network = (allow = ["public", "private", "local"])),
   ],
   sockets = [ (name = "api", address = "127.0.0.1:$API_PORT", http = (), service = "gateway") ],
+);
+
+const egress :Workerd.Worker = (
+  modules = [ (name = "egress.js", esModule = embed "../scripts/local/egress.js") ],
+  compatibilityDate = "$COMPAT_DATE",
+  bindings = [
+    (name = "API_HOST", text = "127.0.0.1:$API_PORT"),
+    (name = "GATEWAY", service = "gateway"),
+    (name = "NETWORK", service = "loopback"),
+  ],
 );
 
 const gateway :Workerd.Worker = (

@@ -2,6 +2,10 @@
 //! name -> value lookup (the Workers `Env` in production, a map in tests).
 //! Errors name the variable, never its value.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
+use std::thread::LocalKey;
+
 use crate::error::{ApiError, ErrorCode};
 use crate::signature::SigningKey;
 
@@ -20,7 +24,10 @@ impl From<ConfigError> for ApiError {
     /// The caller learns only that the server is misconfigured; the detail
     /// goes to the log.
     fn from(_: ConfigError) -> Self {
-        ApiError::new(ErrorCode::Misconfigured, "the function is misconfigured; see its logs")
+        ApiError::new(
+            ErrorCode::Misconfigured,
+            "the function is misconfigured; see its logs",
+        )
     }
 }
 
@@ -33,6 +40,26 @@ pub fn env_lookup(env: &worker::Env) -> impl Fn(&str) -> Option<String> + '_ {
             .ok()
             .filter(|v| !v.is_empty())
     }
+}
+
+/// A configuration read and validated once per isolate. Workers never change
+/// an isolate's env (new secrets mean new isolates), so re-reading it on every
+/// request only costs time: ~0.4 ms of JS-boundary calls per request here.
+/// A failed load is not kept, so it is reported on every request.
+pub type PerIsolate<T> = OnceCell<Rc<T>>;
+
+pub fn load_once<T>(
+    cell: &'static LocalKey<PerIsolate<T>>,
+    load: impl FnOnce() -> Result<T, ConfigError>,
+) -> Result<Rc<T>, ConfigError> {
+    cell.with(|cell| {
+        if let Some(config) = cell.get() {
+            return Ok(config.clone());
+        }
+        let config = Rc::new(load()?);
+        let _ = cell.set(config.clone());
+        Ok(config)
+    })
 }
 
 pub fn required(lookup: Lookup, name: &str) -> Result<String, ConfigError> {
@@ -49,7 +76,9 @@ pub struct SupabaseConfig {
 
 impl std::fmt::Debug for SupabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SupabaseConfig").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("SupabaseConfig")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +89,10 @@ impl SupabaseConfig {
             return Err(ConfigError("SUPABASE_URL must be an http(s) URL".into()));
         }
         let service_role_key = required(lookup, "SUPABASE_SERVICE_ROLE_KEY")?;
-        Ok(SupabaseConfig { url: url.trim_end_matches('/').to_string(), service_role_key })
+        Ok(SupabaseConfig {
+            url: url.trim_end_matches('/').to_string(),
+            service_role_key,
+        })
     }
 }
 
@@ -89,15 +121,36 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+    thread_local! {
+        static LOADED: PerIsolate<String> = const { OnceCell::new() };
+    }
+
+    #[test]
+    fn load_once_keeps_a_success_and_retries_a_failure() {
+        assert!(load_once(&LOADED, || Err(ConfigError("missing".into()))).is_err());
+        assert_eq!(
+            *load_once(&LOADED, || Ok("first".to_string())).unwrap(),
+            "first"
+        );
+        let again = load_once(&LOADED, || panic!("a loaded config is not read again")).unwrap();
+        assert_eq!(*again, "first");
+    }
+
     #[test]
     fn supabase_config_trims_trailing_slash_and_hides_the_key() {
-        let l = lookup(&[("SUPABASE_URL", "http://127.0.0.1:54321/"), ("SUPABASE_SERVICE_ROLE_KEY", "sekrit")]);
+        let l = lookup(&[
+            ("SUPABASE_URL", "http://127.0.0.1:54321/"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "sekrit"),
+        ]);
         let cfg = SupabaseConfig::from_lookup(&l).unwrap();
         assert_eq!(cfg.url, "http://127.0.0.1:54321");
         assert!(!format!("{cfg:?}").contains("sekrit"));
@@ -106,14 +159,23 @@ mod tests {
     #[test]
     fn supabase_config_names_what_is_missing_or_wrong() {
         let l = lookup(&[("SUPABASE_URL", "http://x")]);
-        assert_eq!(SupabaseConfig::from_lookup(&l).unwrap_err().0, "SUPABASE_SERVICE_ROLE_KEY is not set");
-        let l = lookup(&[("SUPABASE_URL", "ftp://x"), ("SUPABASE_SERVICE_ROLE_KEY", "k")]);
+        assert_eq!(
+            SupabaseConfig::from_lookup(&l).unwrap_err().0,
+            "SUPABASE_SERVICE_ROLE_KEY is not set"
+        );
+        let l = lookup(&[
+            ("SUPABASE_URL", "ftp://x"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "k"),
+        ]);
         assert!(SupabaseConfig::from_lookup(&l).is_err());
     }
 
     #[test]
     fn signing_keys_take_current_then_previous() {
-        let l = lookup(&[("CUR", SECRET), ("PREV", "fedcba9876543210fedcba9876543210")]);
+        let l = lookup(&[
+            ("CUR", SECRET),
+            ("PREV", "fedcba9876543210fedcba9876543210"),
+        ]);
         let keys = signing_keys(&l, "CUR", "PREV", SigningKey::ipai).unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0].id(), SigningKey::ipai(SECRET).unwrap().id());
@@ -123,10 +185,22 @@ mod tests {
 
     #[test]
     fn a_bad_or_orphaned_secret_is_a_config_error_without_its_value() {
-        let err = signing_keys(&lookup(&[("CUR", "short-secret")]), "CUR", "PREV", SigningKey::ipai).unwrap_err();
+        let err = signing_keys(
+            &lookup(&[("CUR", "short-secret")]),
+            "CUR",
+            "PREV",
+            SigningKey::ipai,
+        )
+        .unwrap_err();
         assert!(err.0.starts_with("CUR:"));
         assert!(!err.0.contains("short-secret"));
-        let err = signing_keys(&lookup(&[("PREV", SECRET)]), "CUR", "PREV", SigningKey::ipai).unwrap_err();
+        let err = signing_keys(
+            &lookup(&[("PREV", SECRET)]),
+            "CUR",
+            "PREV",
+            SigningKey::ipai,
+        )
+        .unwrap_err();
         assert_eq!(err.0, "PREV is set without CUR");
         let api: ApiError = err.into();
         assert_eq!(api.status(), 500);

@@ -18,7 +18,9 @@ pub fn from_header_or_new(header: Option<&str>) -> String {
 pub fn is_valid(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// A random UUID v4.
@@ -32,7 +34,14 @@ fn uuid_v4(mut b: [u8; 16]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -41,13 +50,22 @@ mod tests {
 
     #[test]
     fn keeps_a_valid_caller_id() {
-        assert_eq!(from_header_or_new(Some("deploy-20260124T030000")), "deploy-20260124T030000");
+        assert_eq!(
+            from_header_or_new(Some("deploy-20260124T030000")),
+            "deploy-20260124T030000"
+        );
         assert_eq!(from_header_or_new(Some(" odoo:42 ")), "odoo:42");
     }
 
     #[test]
     fn replaces_missing_or_unsafe_ids_with_a_uuid() {
-        for bad in [None, Some(""), Some("has space"), Some("line\nbreak"), Some(&"x".repeat(129)[..])] {
+        for bad in [
+            None,
+            Some(""),
+            Some("has space"),
+            Some("line\nbreak"),
+            Some(&"x".repeat(129)[..]),
+        ] {
             let id = from_header_or_new(bad);
             assert_eq!(id.len(), 36, "{bad:?}");
             assert_eq!(&id[14..15], "4");

@@ -13,8 +13,16 @@ pub fn json(status: u16, body: &Value, correlation_id: &str) -> worker::Result<R
 
 pub fn error(err: &ApiError, correlation_id: &str) -> worker::Result<Response> {
     let retry_after = err.code.retry_after_seconds().map(|s| s.to_string());
-    let extra: Vec<(&str, &str)> = retry_after.iter().map(|s| ("retry-after", s.as_str())).collect();
-    json_with_headers(err.status(), &err.envelope(correlation_id), correlation_id, &extra)
+    let extra: Vec<(&str, &str)> = retry_after
+        .iter()
+        .map(|s| ("retry-after", s.as_str()))
+        .collect();
+    json_with_headers(
+        err.status(),
+        &err.envelope(correlation_id),
+        correlation_id,
+        &extra,
+    )
 }
 
 pub fn json_with_headers(
@@ -29,5 +37,7 @@ pub fn json_with_headers(
     for (name, value) in extra {
         headers.set(name, value)?;
     }
-    Ok(Response::ok(body.to_string())?.with_status(status).with_headers(headers))
+    Ok(Response::ok(body.to_string())?
+        .with_status(status)
+        .with_headers(headers))
 }

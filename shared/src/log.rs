@@ -12,7 +12,10 @@ pub struct Log<'a> {
 
 impl<'a> Log<'a> {
     pub fn new(function: &'a str, correlation_id: &'a str) -> Self {
-        Log { function, correlation_id }
+        Log {
+            function,
+            correlation_id,
+        }
     }
 
     pub fn info(&self, event: &str, fields: Value) {
@@ -65,7 +68,11 @@ mod tests {
     #[test]
     fn a_line_is_one_json_object_whose_base_fields_cannot_be_overridden() {
         let log = Log::new("odoo-webhook", "cid-9");
-        let line = log.line("warn", "rejected", json!({ "code": "invalid_signature", "fn": "spoof" }));
+        let line = log.line(
+            "warn",
+            "rejected",
+            json!({ "code": "invalid_signature", "fn": "spoof" }),
+        );
         assert!(!line.contains('\n'));
         let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["fn"], "odoo-webhook");

@@ -49,19 +49,30 @@ impl RpcError {
     /// rest are our bug or misconfiguration, not the caller's.
     pub fn into_api_error(self) -> ApiError {
         match self {
-            RpcError::Unavailable(_) => {
-                ApiError::new(ErrorCode::UpstreamUnavailable, "the database is unavailable; retry later")
-            }
+            RpcError::Unavailable(_) => ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                "the database is unavailable; retry later",
+            ),
             RpcError::Refused(err) => {
-                match err.message.as_deref().and_then(ErrorCode::parse).filter(|c| c.http_status() < 500) {
+                match err
+                    .message
+                    .as_deref()
+                    .and_then(ErrorCode::parse)
+                    .filter(|c| c.http_status() < 500)
+                {
                     Some(code) => {
-                        let message = err.details.clone().unwrap_or_else(|| code.as_str().replace('_', " "));
+                        let message = err
+                            .details
+                            .clone()
+                            .unwrap_or_else(|| code.as_str().replace('_', " "));
                         ApiError::new(code, message)
                     }
                     None => ApiError::new(ErrorCode::Internal, "the database refused the request"),
                 }
             }
-            RpcError::Decode(_) => ApiError::new(ErrorCode::Internal, "the database answered unexpectedly"),
+            RpcError::Decode(_) => {
+                ApiError::new(ErrorCode::Internal, "the database answered unexpectedly")
+            }
         }
     }
 }
@@ -70,7 +81,9 @@ pub fn classify(status: u16, body: &str) -> Result<Value, RpcError> {
     match status {
         200..=299 if body.trim().is_empty() => Ok(Value::Null),
         200..=299 => serde_json::from_str(body).map_err(|e| RpcError::Decode(e.to_string())),
-        500..=599 => Err(RpcError::Unavailable(format!("PostgREST answered {status}"))),
+        500..=599 => Err(RpcError::Unavailable(format!(
+            "PostgREST answered {status}"
+        ))),
         _ => {
             let mut err: PostgrestError = serde_json::from_str(body).unwrap_or_default();
             err.status = status;
@@ -87,7 +100,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(config: SupabaseConfig) -> Self {
-        Client { config, timeout: DEFAULT_TIMEOUT }
+        Client {
+            config,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -96,7 +112,13 @@ impl Client {
     }
 
     /// `POST /rest/v1/rpc/{function}` in `schema`, as the service role.
-    pub async fn rpc(&self, schema: &str, function: &str, args: &Value, correlation_id: &str) -> Result<Value, RpcError> {
+    pub async fn rpc(
+        &self,
+        schema: &str,
+        function: &str,
+        args: &Value,
+        correlation_id: &str,
+    ) -> Result<Value, RpcError> {
         let url = format!("{}/rest/v1/rpc/{function}", self.config.url);
         let bearer = format!("Bearer {}", self.config.service_role_key);
         let transport = |e: worker::Error| RpcError::Unavailable(e.to_string());
@@ -132,7 +154,10 @@ impl Client {
             Either::Left((Err(e), _)) => Err(transport(e)),
             Either::Right(_) => {
                 controller.abort();
-                Err(RpcError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis())))
+                Err(RpcError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
             }
         };
         outcome
@@ -145,15 +170,25 @@ mod tests {
 
     #[test]
     fn success_bodies_are_json_or_null() {
-        assert_eq!(classify(200, r#"{"event_id":"x"}"#).unwrap()["event_id"], "x");
+        assert_eq!(
+            classify(200, r#"{"event_id":"x"}"#).unwrap()["event_id"],
+            "x"
+        );
         assert_eq!(classify(204, "").unwrap(), Value::Null);
-        assert!(matches!(classify(200, "not json"), Err(RpcError::Decode(_))));
+        assert!(matches!(
+            classify(200, "not json"),
+            Err(RpcError::Decode(_))
+        ));
     }
 
     #[test]
     fn server_faults_are_unavailable_and_become_503() {
         for status in [500, 502, 503, 504] {
-            let err = classify(status, r#"{"code":"PGRST001","message":"Database client error"}"#).unwrap_err();
+            let err = classify(
+                status,
+                r#"{"code":"PGRST001","message":"Database client error"}"#,
+            )
+            .unwrap_err();
             assert!(matches!(err, RpcError::Unavailable(_)));
             let api = err.into_api_error();
             assert_eq!(api.status(), 503);
@@ -173,7 +208,10 @@ mod tests {
     #[test]
     fn other_refusals_are_internal_errors_without_database_text() {
         for (status, body) in [
-            (404, r#"{"code":"PGRST202","message":"Could not find the function"}"#),
+            (
+                404,
+                r#"{"code":"PGRST202","message":"Could not find the function"}"#,
+            ),
             (401, r#"{"code":"PGRST301","message":"JWT invalid"}"#),
             (409, r#"{"code":"PT409","message":"upstream_unavailable"}"#),
             (400, "<html>"),

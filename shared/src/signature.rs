@@ -60,7 +60,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,8 +77,12 @@ impl SigningKey {
 
     /// Standard Webhooks secrets are `whsec_` followed by base64 key bytes.
     pub fn standard(secret: &str) -> Result<Self, String> {
-        let encoded = secret.strip_prefix("whsec_").ok_or("a Standard Webhooks secret starts with whsec_")?;
-        let bytes = B64.decode(encoded).map_err(|_| "a Standard Webhooks secret is whsec_ and base64")?;
+        let encoded = secret
+            .strip_prefix("whsec_")
+            .ok_or("a Standard Webhooks secret starts with whsec_")?;
+        let bytes = B64
+            .decode(encoded)
+            .map_err(|_| "a Standard Webhooks secret is whsec_ and base64")?;
         if bytes.len() < 24 {
             return Err("a Standard Webhooks secret needs at least 24 key bytes".into());
         }
@@ -85,7 +91,9 @@ impl SigningKey {
 
     fn from_bytes(secret: Vec<u8>) -> Self {
         // A truncated hash of the key: stable across deploys, useless for forging.
-        let digest = Sha256::new_with_prefix(b"switchyard-signing-key:").chain_update(&secret).finalize();
+        let digest = Sha256::new_with_prefix(b"switchyard-signing-key:")
+            .chain_update(&secret)
+            .finalize();
         let id = format!("key_{}", &hex::encode(digest)[..12]);
         SigningKey { id, secret }
     }
@@ -124,12 +132,18 @@ pub fn verify(
 ) -> Result<Verified, ApiError> {
     if header(WEBHOOK_SIGNATURE).is_some() || header(WEBHOOK_ID).is_some() {
         if standard_keys.is_empty() {
-            return Err(ApiError::new(ErrorCode::InvalidSignature, "Standard Webhooks signatures are not enabled here"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidSignature,
+                "Standard Webhooks signatures are not enabled here",
+            ));
         }
         verify_standard(header, body, standard_keys, now_ms, tolerance_ms)
     } else {
         if ipai_keys.is_empty() {
-            return Err(ApiError::new(ErrorCode::InvalidSignature, "x-ipai signatures are not enabled here"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidSignature,
+                "x-ipai signatures are not enabled here",
+            ));
         }
         verify_ipai(header, body, ipai_keys, now_ms, tolerance_ms)
     }
@@ -162,7 +176,9 @@ pub fn verify_ipai(
             mac.update(body);
             mac.verify_slice(&presented).is_ok()
         })
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidSignature, "the signature does not match"))?;
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidSignature, "the signature does not match")
+        })?;
     check_window(signed_ms, now_ms, tolerance_ms)?;
     Ok(Verified {
         scheme: Scheme::Ipai,
@@ -191,7 +207,10 @@ pub fn verify_standard(
         .filter_map(|b64| B64.decode(b64).ok())
         .collect();
     if presented.is_empty() {
-        return Err(invalid_header(WEBHOOK_SIGNATURE, "one or more v1,<base64> entries"));
+        return Err(invalid_header(
+            WEBHOOK_SIGNATURE,
+            "one or more v1,<base64> entries",
+        ));
     }
     let key = keys
         .iter()
@@ -202,9 +221,13 @@ pub fn verify_standard(
             mac.update(timestamp.as_bytes());
             mac.update(b".");
             mac.update(body);
-            presented.iter().any(|sig| mac.clone().verify_slice(sig).is_ok())
+            presented
+                .iter()
+                .any(|sig| mac.clone().verify_slice(sig).is_ok())
         })
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidSignature, "the signature does not match"))?;
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidSignature, "the signature does not match")
+        })?;
     let signed_ms = signed_s.saturating_mul(1000);
     check_window(signed_ms, now_ms, tolerance_ms)?;
     Ok(Verified {
@@ -236,14 +259,20 @@ pub fn sign_ipai(key: &SigningKey, timestamp_ms: i64, body: &[u8]) -> String {
 fn required(header: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<String, ApiError> {
     match header(name) {
         Some(value) if !value.trim().is_empty() => Ok(value),
-        _ => Err(ApiError::new(ErrorCode::MissingHeader, format!("header {name} is required"))
-            .with_details(serde_json::json!({ "header": name }))),
+        _ => Err(ApiError::new(
+            ErrorCode::MissingHeader,
+            format!("header {name} is required"),
+        )
+        .with_details(serde_json::json!({ "header": name }))),
     }
 }
 
 fn invalid_header(name: &str, expected: &str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidHeader, format!("header {name} must be {expected}"))
-        .with_details(serde_json::json!({ "header": name }))
+    ApiError::new(
+        ErrorCode::InvalidHeader,
+        format!("header {name} must be {expected}"),
+    )
+    .with_details(serde_json::json!({ "header": name }))
 }
 
 fn parse_unix(value: &str, name: &str) -> Result<i64, ApiError> {
@@ -251,7 +280,9 @@ fn parse_unix(value: &str, name: &str) -> Result<i64, ApiError> {
     if value.is_empty() || value.len() > 16 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid_header(name, "a Unix timestamp in digits"));
     }
-    value.parse().map_err(|_| invalid_header(name, "a Unix timestamp in digits"))
+    value
+        .parse()
+        .map_err(|_| invalid_header(name, "a Unix timestamp in digits"))
 }
 
 fn check_idempotency_key(key: &str, name: &str) -> Result<(), ApiError> {
@@ -265,7 +296,10 @@ fn check_window(signed_ms: i64, now_ms: i64, tolerance_ms: i64) -> Result<(), Ap
     if (now_ms - signed_ms).abs() > tolerance_ms {
         return Err(ApiError::new(
             ErrorCode::TimestampOutOfWindow,
-            format!("the signed timestamp is more than {} s from now", tolerance_ms / 1000),
+            format!(
+                "the signed timestamp is more than {} s from now",
+                tolerance_ms / 1000
+            ),
         ));
     }
     Ok(())
@@ -279,10 +313,14 @@ mod tests {
     const NOW: i64 = 1_769_066_785_000;
     const CURRENT: &str = "6900445459d89179a31e3bce61cf2d7f7732425650e17886edbbaec61c40a980";
     const PREVIOUS: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-    const BODY: &[u8] = br#"{"event_type":"test","aggregate_type":"test","aggregate_id":"1","payload":{}}"#;
+    const BODY: &[u8] =
+        br#"{"event_type":"test","aggregate_type":"test","aggregate_id":"1","payload":{}}"#;
 
     fn lookup(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -291,12 +329,18 @@ mod tests {
         vec![
             (IPAI_TIMESTAMP, ts.to_string()),
             (IPAI_SIGNATURE, sign_ipai(&key, ts, body)),
-            (IDEMPOTENCY_KEY, "expense.submitted:42:1769066785".to_string()),
+            (
+                IDEMPOTENCY_KEY,
+                "expense.submitted:42:1769066785".to_string(),
+            ),
         ]
     }
 
     fn keys() -> Vec<SigningKey> {
-        vec![SigningKey::ipai(CURRENT).unwrap(), SigningKey::ipai(PREVIOUS).unwrap()]
+        vec![
+            SigningKey::ipai(CURRENT).unwrap(),
+            SigningKey::ipai(PREVIOUS).unwrap(),
+        ]
     }
 
     fn std_key() -> SigningKey {
@@ -337,15 +381,37 @@ mod tests {
     fn unknown_key_tampered_body_or_timestamp_is_invalid_signature() {
         let other = "2222222222222222222222222222222222222222222222222222222222222222";
         let h = lookup(&ipai_headers(other, NOW, BODY));
-        assert_eq!(code(verify_ipai(&h, BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::InvalidSignature);
+        assert_eq!(
+            code(verify_ipai(&h, BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS)),
+            ErrorCode::InvalidSignature
+        );
 
         let h = lookup(&ipai_headers(CURRENT, NOW, BODY));
-        let tampered = br#"{"event_type":"test","aggregate_type":"test","aggregate_id":"2","payload":{}}"#;
-        assert_eq!(code(verify_ipai(&h, tampered, &keys(), NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::InvalidSignature);
+        let tampered =
+            br#"{"event_type":"test","aggregate_type":"test","aggregate_id":"2","payload":{}}"#;
+        assert_eq!(
+            code(verify_ipai(
+                &h,
+                tampered,
+                &keys(),
+                NOW,
+                DEFAULT_TOLERANCE_MS
+            )),
+            ErrorCode::InvalidSignature
+        );
 
         let mut pairs = ipai_headers(CURRENT, NOW, BODY);
         pairs[0].1 = (NOW + 1).to_string();
-        assert_eq!(code(verify_ipai(&lookup(&pairs), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::InvalidSignature);
+        assert_eq!(
+            code(verify_ipai(
+                &lookup(&pairs),
+                BODY,
+                &keys(),
+                NOW,
+                DEFAULT_TOLERANCE_MS
+            )),
+            ErrorCode::InvalidSignature
+        );
     }
 
     #[test]
@@ -360,7 +426,10 @@ mod tests {
         let tol = DEFAULT_TOLERANCE_MS;
         for ts in [NOW - tol - 1, NOW + tol + 1] {
             let h = lookup(&ipai_headers(CURRENT, ts, BODY));
-            assert_eq!(code(verify_ipai(&h, BODY, &keys(), NOW, tol)), ErrorCode::TimestampOutOfWindow);
+            assert_eq!(
+                code(verify_ipai(&h, BODY, &keys(), NOW, tol)),
+                ErrorCode::TimestampOutOfWindow
+            );
         }
         for ts in [NOW - tol, NOW + tol] {
             let h = lookup(&ipai_headers(CURRENT, ts, BODY));
@@ -371,8 +440,12 @@ mod tests {
     #[test]
     fn each_missing_header_is_named() {
         for missing in [IPAI_TIMESTAMP, IPAI_SIGNATURE, IDEMPOTENCY_KEY] {
-            let pairs: Vec<_> = ipai_headers(CURRENT, NOW, BODY).into_iter().filter(|(k, _)| *k != missing).collect();
-            let err = verify_ipai(&lookup(&pairs), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS).unwrap_err();
+            let pairs: Vec<_> = ipai_headers(CURRENT, NOW, BODY)
+                .into_iter()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err =
+                verify_ipai(&lookup(&pairs), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS).unwrap_err();
             assert_eq!(err.code, ErrorCode::MissingHeader);
             assert_eq!(err.details.unwrap()["header"], missing);
         }
@@ -390,12 +463,22 @@ mod tests {
         for (index, value) in cases {
             let mut pairs = ipai_headers(CURRENT, NOW, BODY);
             pairs[index].1 = value.to_string();
-            let err = verify_ipai(&lookup(&pairs), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS).unwrap_err();
+            let err =
+                verify_ipai(&lookup(&pairs), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidHeader, "{value}");
         }
         let mut pairs = ipai_headers(CURRENT, NOW, BODY);
         pairs[2].1 = "k".repeat(256);
-        assert_eq!(code(verify_ipai(&lookup(&pairs), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::InvalidHeader);
+        assert_eq!(
+            code(verify_ipai(
+                &lookup(&pairs),
+                BODY,
+                &keys(),
+                NOW,
+                DEFAULT_TOLERANCE_MS
+            )),
+            ErrorCode::InvalidHeader
+        );
     }
 
     #[test]
@@ -404,7 +487,8 @@ mod tests {
         let expected = pairs[1].1.clone();
         let mut wrong = pairs.clone();
         wrong[1].1 = "0".repeat(64);
-        let err = verify_ipai(&lookup(&wrong), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS).unwrap_err();
+        let err =
+            verify_ipai(&lookup(&wrong), BODY, &keys(), NOW, DEFAULT_TOLERANCE_MS).unwrap_err();
         let text = err.envelope("c").to_string();
         assert!(!text.contains(&expected));
         assert!(!text.contains(CURRENT));
@@ -420,7 +504,15 @@ mod tests {
             (WEBHOOK_TIMESTAMP, ts.to_string()),
             (WEBHOOK_SIGNATURE, format!("v1,bm90IGl0 {sig}")),
         ];
-        let v = verify(&lookup(&pairs), BODY, &keys(), &[key.clone()], NOW, DEFAULT_TOLERANCE_MS).unwrap();
+        let v = verify(
+            &lookup(&pairs),
+            BODY,
+            &keys(),
+            &[key.clone()],
+            NOW,
+            DEFAULT_TOLERANCE_MS,
+        )
+        .unwrap();
         assert_eq!(v.scheme, Scheme::StandardWebhooks);
         assert_eq!(v.idempotency_key, "msg_2Kc9");
         assert_eq!(v.replay_digest, None);
@@ -436,7 +528,16 @@ mod tests {
             (WEBHOOK_TIMESTAMP, ts.to_string()),
             (WEBHOOK_SIGNATURE, sign_standard(&key, "msg_2Kc9", ts, BODY)),
         ];
-        assert_eq!(code(verify_standard(&lookup(&pairs), BODY, &[key], NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::InvalidSignature);
+        assert_eq!(
+            code(verify_standard(
+                &lookup(&pairs),
+                BODY,
+                &[key],
+                NOW,
+                DEFAULT_TOLERANCE_MS
+            )),
+            ErrorCode::InvalidSignature
+        );
     }
 
     #[test]
@@ -448,7 +549,16 @@ mod tests {
             (WEBHOOK_TIMESTAMP, ts.to_string()),
             (WEBHOOK_SIGNATURE, sign_standard(&key, "msg_1", ts, BODY)),
         ];
-        assert_eq!(code(verify_standard(&lookup(&pairs), BODY, &[key], NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::TimestampOutOfWindow);
+        assert_eq!(
+            code(verify_standard(
+                &lookup(&pairs),
+                BODY,
+                &[key],
+                NOW,
+                DEFAULT_TOLERANCE_MS
+            )),
+            ErrorCode::TimestampOutOfWindow
+        );
     }
 
     #[test]
@@ -458,13 +568,32 @@ mod tests {
             (WEBHOOK_TIMESTAMP, (NOW / 1000).to_string()),
             (WEBHOOK_SIGNATURE, "v2,abc".to_string()),
         ];
-        assert_eq!(code(verify_standard(&lookup(&pairs), BODY, &[std_key()], NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::InvalidHeader);
+        assert_eq!(
+            code(verify_standard(
+                &lookup(&pairs),
+                BODY,
+                &[std_key()],
+                NOW,
+                DEFAULT_TOLERANCE_MS
+            )),
+            ErrorCode::InvalidHeader
+        );
     }
 
     #[test]
     fn a_scheme_without_configured_keys_is_refused() {
         let h = lookup(&ipai_headers(CURRENT, NOW, BODY));
-        assert_eq!(code(verify(&h, BODY, &[], &[std_key()], NOW, DEFAULT_TOLERANCE_MS)), ErrorCode::InvalidSignature);
+        assert_eq!(
+            code(verify(
+                &h,
+                BODY,
+                &[],
+                &[std_key()],
+                NOW,
+                DEFAULT_TOLERANCE_MS
+            )),
+            ErrorCode::InvalidSignature
+        );
     }
 
     #[test]

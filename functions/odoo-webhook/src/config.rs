@@ -1,7 +1,12 @@
-//! The function's configuration, read and validated once per request at the
+//! The function's configuration, read and validated once per isolate at the
 //! edge (`lib.rs`), before any input is looked at beyond the method.
 
-use switchyard_shared::config::{signing_keys, ConfigError, Lookup, SupabaseConfig};
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use switchyard_shared::config::{
+    env_lookup, load_once, signing_keys, ConfigError, Lookup, PerIsolate, SupabaseConfig,
+};
 use switchyard_shared::signature::{SigningKey, DEFAULT_TOLERANCE_MS};
 
 #[derive(Debug, Clone)]
@@ -14,11 +19,23 @@ pub struct Config {
     pub tolerance_ms: i64,
 }
 
+thread_local! {
+    static CONFIG: PerIsolate<Config> = const { OnceCell::new() };
+}
+
 impl Config {
+    pub fn load(env: &worker::Env) -> Result<Rc<Config>, ConfigError> {
+        load_once(&CONFIG, || Config::from_lookup(&env_lookup(env)))
+    }
+
     pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
         let supabase = SupabaseConfig::from_lookup(lookup)?;
-        let ipai_keys =
-            signing_keys(lookup, "ODOO_WEBHOOK_SECRET", "ODOO_WEBHOOK_SECRET_PREVIOUS", SigningKey::ipai)?;
+        let ipai_keys = signing_keys(
+            lookup,
+            "ODOO_WEBHOOK_SECRET",
+            "ODOO_WEBHOOK_SECRET_PREVIOUS",
+            SigningKey::ipai,
+        )?;
         let standard_keys = signing_keys(
             lookup,
             "ODOO_WEBHOOK_STANDARD_SECRET",
@@ -30,7 +47,12 @@ impl Config {
                 "set ODOO_WEBHOOK_SECRET or ODOO_WEBHOOK_STANDARD_SECRET: no request could be verified".into(),
             ));
         }
-        Ok(Config { supabase, ipai_keys, standard_keys, tolerance_ms: DEFAULT_TOLERANCE_MS })
+        Ok(Config {
+            supabase,
+            ipai_keys,
+            standard_keys,
+            tolerance_ms: DEFAULT_TOLERANCE_MS,
+        })
     }
 }
 
@@ -40,12 +62,17 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
-    const BASE: [(&str, &str); 2] =
-        [("SUPABASE_URL", "http://127.0.0.1:54321"), ("SUPABASE_SERVICE_ROLE_KEY", "service-key")];
+    const BASE: [(&str, &str); 2] = [
+        ("SUPABASE_URL", "http://127.0.0.1:54321"),
+        ("SUPABASE_SERVICE_ROLE_KEY", "service-key"),
+    ];
 
     #[test]
     fn needs_at_least_one_scheme() {
@@ -57,9 +84,18 @@ mod tests {
     fn loads_both_schemes_with_rotation() {
         let mut pairs = BASE.to_vec();
         pairs.extend([
-            ("ODOO_WEBHOOK_SECRET", "6900445459d89179a31e3bce61cf2d7f7732425650e17886edbbaec61c40a980"),
-            ("ODOO_WEBHOOK_SECRET_PREVIOUS", "1111111111111111111111111111111111111111111111111111111111111111"),
-            ("ODOO_WEBHOOK_STANDARD_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            (
+                "ODOO_WEBHOOK_SECRET",
+                "6900445459d89179a31e3bce61cf2d7f7732425650e17886edbbaec61c40a980",
+            ),
+            (
+                "ODOO_WEBHOOK_SECRET_PREVIOUS",
+                "1111111111111111111111111111111111111111111111111111111111111111",
+            ),
+            (
+                "ODOO_WEBHOOK_STANDARD_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
         ]);
         let cfg = Config::from_lookup(&lookup(&pairs)).unwrap();
         assert_eq!(cfg.ipai_keys.len(), 2);

@@ -34,7 +34,10 @@ pub fn check_method(method: &str) -> Result<(), ApiError> {
     if method.eq_ignore_ascii_case("POST") {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::MethodNotAllowed, "only POST is accepted"))
+        Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "only POST is accepted",
+        ))
     }
 }
 
@@ -56,7 +59,10 @@ pub fn check_body_length(len: usize) -> Result<(), ApiError> {
 }
 
 fn too_large() -> ApiError {
-    ApiError::new(ErrorCode::PayloadTooLarge, format!("the body exceeds {} KiB", MAX_BODY_BYTES / 1024))
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the body exceeds {} KiB", MAX_BODY_BYTES / 1024),
+    )
 }
 
 /// Parses and validates the body, reporting every invalid field at once.
@@ -74,12 +80,19 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
             problems.push(problem("aggregate_id", "is required"));
             String::new()
         }
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_AGGREGATE_ID_LEN && !s.chars().any(char::is_control) => {
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.len() <= MAX_AGGREGATE_ID_LEN
+                && !s.chars().any(char::is_control) =>
+        {
             s.clone()
         }
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
         Some(_) => {
-            problems.push(problem("aggregate_id", "must be a non-empty string of at most 128 characters or an integer"));
+            problems.push(problem(
+                "aggregate_id",
+                "must be a non-empty string of at most 128 characters or an integer",
+            ));
             String::new()
         }
     };
@@ -98,14 +111,23 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if is_rfc3339(s) => Some(s.clone()),
         Some(_) => {
-            problems.push(problem("occurred_at", "must be an RFC 3339 date-time with an offset"));
+            problems.push(problem(
+                "occurred_at",
+                "must be an RFC 3339 date-time with an offset",
+            ));
             None
         }
     };
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
-    Ok(Event { event_type, aggregate_type, aggregate_id, payload, occurred_at })
+    Ok(Event {
+        event_type,
+        aggregate_type,
+        aggregate_id,
+        payload,
+        occurred_at,
+    })
 }
 
 /// `event_type` and `aggregate_type` are dotted names such as
@@ -136,7 +158,8 @@ fn problem(field: &str, text: &str) -> Value {
 }
 
 fn invalid(problems: Vec<Value>) -> ApiError {
-    ApiError::new(ErrorCode::ValidationFailed, "the event is invalid").with_details(Value::Array(problems))
+    ApiError::new(ErrorCode::ValidationFailed, "the event is invalid")
+        .with_details(Value::Array(problems))
 }
 
 /// Arguments of `integration.ingest_event`.
@@ -158,9 +181,18 @@ pub fn ingest_args(event: &Event, verified: &Verified, correlation_id: &str) -> 
 }
 
 pub fn accepted(result: &Value) -> Result<Accepted, ApiError> {
-    match (result.get("event_id").and_then(Value::as_str), result.get("duplicate").and_then(Value::as_bool)) {
-        (Some(id), Some(duplicate)) => Ok(Accepted { event_id: id.to_string(), duplicate }),
-        _ => Err(ApiError::new(ErrorCode::Internal, "the database answered unexpectedly")),
+    match (
+        result.get("event_id").and_then(Value::as_str),
+        result.get("duplicate").and_then(Value::as_bool),
+    ) {
+        (Some(id), Some(duplicate)) => Ok(Accepted {
+            event_id: id.to_string(),
+            duplicate,
+        }),
+        _ => Err(ApiError::new(
+            ErrorCode::Internal,
+            "the database answered unexpectedly",
+        )),
     }
 }
 
@@ -184,7 +216,11 @@ mod tests {
             .details
             .as_ref()
             .and_then(Value::as_array)
-            .map(|a| a.iter().map(|p| p["field"].as_str().unwrap().to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|p| p["field"].as_str().unwrap().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         (err.code, fields)
     }
@@ -200,15 +236,24 @@ mod tests {
     #[test]
     fn bodies_over_256_kib_are_refused_declared_or_not() {
         assert!(check_declared_length(Some("262144")).is_ok());
-        assert_eq!(check_declared_length(Some("262145")).unwrap_err().code, ErrorCode::PayloadTooLarge);
+        assert_eq!(
+            check_declared_length(Some("262145")).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
         assert!(check_declared_length(None).is_ok());
         assert!(check_body_length(MAX_BODY_BYTES).is_ok());
-        assert_eq!(check_body_length(MAX_BODY_BYTES + 1).unwrap_err().status(), 413);
+        assert_eq!(
+            check_body_length(MAX_BODY_BYTES + 1).unwrap_err().status(),
+            413
+        );
     }
 
     #[test]
     fn the_seed_example_is_valid() {
-        let e = parse_event(br#"{"event_type":"test","aggregate_type":"test","aggregate_id":"1","payload":{}}"#).unwrap();
+        let e = parse_event(
+            br#"{"event_type":"test","aggregate_type":"test","aggregate_id":"1","payload":{}}"#,
+        )
+        .unwrap();
         assert_eq!(e.event_type, "test");
         assert_eq!(e.aggregate_id, "1");
         assert_eq!(e.payload, json!({}));
@@ -228,14 +273,22 @@ mod tests {
     #[test]
     fn malformed_json_is_invalid_json() {
         for body in ["", "{", "{\"a\":}", "nul"] {
-            assert_eq!(parse_event(body.as_bytes()).unwrap_err().code, ErrorCode::InvalidJson, "{body}");
+            assert_eq!(
+                parse_event(body.as_bytes()).unwrap_err().code,
+                ErrorCode::InvalidJson,
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn a_non_object_body_is_a_validation_failure() {
         for body in ["[]", "\"x\"", "1", "null"] {
-            assert_eq!(parse_event(body.as_bytes()).unwrap_err().status(), 422, "{body}");
+            assert_eq!(
+                parse_event(body.as_bytes()).unwrap_err().status(),
+                422,
+                "{body}"
+            );
         }
     }
 
@@ -243,29 +296,65 @@ mod tests {
     fn every_missing_field_is_reported_at_once() {
         let (code, fields) = codes_and_fields("{}");
         assert_eq!(code, ErrorCode::ValidationFailed);
-        assert_eq!(fields, ["event_type", "aggregate_type", "aggregate_id", "payload"]);
+        assert_eq!(
+            fields,
+            ["event_type", "aggregate_type", "aggregate_id", "payload"]
+        );
     }
 
     #[test]
     fn wrong_types_and_shapes_are_reported_per_field() {
         let cases = [
-            (r#"{"event_type":"","aggregate_type":"t","aggregate_id":"1","payload":{}}"#, "event_type"),
-            (r#"{"event_type":".x","aggregate_type":"t","aggregate_id":"1","payload":{}}"#, "event_type"),
-            (r#"{"event_type":"has space","aggregate_type":"t","aggregate_id":"1","payload":{}}"#, "event_type"),
-            (r#"{"event_type":7,"aggregate_type":"t","aggregate_id":"1","payload":{}}"#, "event_type"),
-            (r#"{"event_type":"t","aggregate_type":["x"],"aggregate_id":"1","payload":{}}"#, "aggregate_type"),
-            (r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"","payload":{}}"#, "aggregate_id"),
-            (r#"{"event_type":"t","aggregate_type":"t","aggregate_id":1.5,"payload":{}}"#, "aggregate_id"),
-            (r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":[]}"#, "payload"),
-            (r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":"{}"}"#, "payload"),
-            (r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":{},"occurred_at":"yesterday"}"#, "occurred_at"),
+            (
+                r#"{"event_type":"","aggregate_type":"t","aggregate_id":"1","payload":{}}"#,
+                "event_type",
+            ),
+            (
+                r#"{"event_type":".x","aggregate_type":"t","aggregate_id":"1","payload":{}}"#,
+                "event_type",
+            ),
+            (
+                r#"{"event_type":"has space","aggregate_type":"t","aggregate_id":"1","payload":{}}"#,
+                "event_type",
+            ),
+            (
+                r#"{"event_type":7,"aggregate_type":"t","aggregate_id":"1","payload":{}}"#,
+                "event_type",
+            ),
+            (
+                r#"{"event_type":"t","aggregate_type":["x"],"aggregate_id":"1","payload":{}}"#,
+                "aggregate_type",
+            ),
+            (
+                r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"","payload":{}}"#,
+                "aggregate_id",
+            ),
+            (
+                r#"{"event_type":"t","aggregate_type":"t","aggregate_id":1.5,"payload":{}}"#,
+                "aggregate_id",
+            ),
+            (
+                r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":[]}"#,
+                "payload",
+            ),
+            (
+                r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":"{}"}"#,
+                "payload",
+            ),
+            (
+                r#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":{},"occurred_at":"yesterday"}"#,
+                "occurred_at",
+            ),
         ];
         for (body, field) in cases {
             let (code, fields) = codes_and_fields(body);
             assert_eq!(code, ErrorCode::ValidationFailed, "{body}");
             assert_eq!(fields, [field], "{body}");
         }
-        let long = format!(r#"{{"event_type":"{}","aggregate_type":"t","aggregate_id":"1","payload":{{}}}}"#, "a".repeat(101));
+        let long = format!(
+            r#"{{"event_type":"{}","aggregate_type":"t","aggregate_id":"1","payload":{{}}}}"#,
+            "a".repeat(101)
+        );
         assert_eq!(codes_and_fields(&long).1, ["event_type"]);
     }
 
@@ -293,9 +382,21 @@ mod tests {
     #[test]
     fn rpc_answers_are_checked() {
         let ok = accepted(&json!({ "event_id": "e1", "duplicate": true })).unwrap();
-        assert_eq!(ok, Accepted { event_id: "e1".into(), duplicate: true });
-        assert_eq!(accepted(&json!({ "event_id": "e1" })).unwrap_err().code, ErrorCode::Internal);
+        assert_eq!(
+            ok,
+            Accepted {
+                event_id: "e1".into(),
+                duplicate: true
+            }
+        );
+        assert_eq!(
+            accepted(&json!({ "event_id": "e1" })).unwrap_err().code,
+            ErrorCode::Internal
+        );
         let body = success_body(&ok, "c");
-        assert_eq!(body, json!({ "ok": true, "event_id": "e1", "duplicate": true, "correlation_id": "c" }));
+        assert_eq!(
+            body,
+            json!({ "ok": true, "event_id": "e1", "duplicate": true, "correlation_id": "c" })
+        );
     }
 }

@@ -8,7 +8,6 @@ pub mod config;
 pub mod ingress;
 
 use serde_json::json;
-use switchyard_shared::config::env_lookup;
 use switchyard_shared::error::{ApiError, ErrorCode};
 use switchyard_shared::log::Log;
 use switchyard_shared::postgrest::Client;
@@ -17,6 +16,7 @@ use worker::{event, Context, Env, Request, Response};
 
 use crate::config::Config;
 use crate::ingress::Accepted;
+use switchyard_shared::signature::Verified;
 
 const FUNCTION: &str = "odoo-webhook";
 
@@ -26,9 +26,21 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let correlation_id = correlation::from_header_or_new(caller_id.as_deref());
     let log = Log::new(FUNCTION, &correlation_id);
     match handle(req, &env, &correlation_id, &log).await {
-        Ok(accepted) => {
-            log.info("accepted", json!({ "event_id": accepted.event_id, "duplicate": accepted.duplicate }));
-            http::json(200, &ingress::success_body(&accepted, &correlation_id), &correlation_id)
+        Ok((accepted, verified)) => {
+            log.info(
+                "accepted",
+                json!({
+                    "event_id": accepted.event_id,
+                    "duplicate": accepted.duplicate,
+                    "scheme": verified.scheme.as_str(),
+                    "key_id": verified.key_id,
+                }),
+            );
+            http::json(
+                200,
+                &ingress::success_body(&accepted, &correlation_id),
+                &correlation_id,
+            )
         }
         Err(err) => {
             let fields = json!({ "code": err.code.as_str(), "status": err.status() });
@@ -46,9 +58,16 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     }
 }
 
-async fn handle(mut req: Request, env: &Env, correlation_id: &str, log: &Log<'_>) -> Result<Accepted, ApiError> {
+/// One log line per request: `accepted` (with the event and how it was
+/// verified), `rejected` (4xx) or `failed` (5xx), written by `fetch`.
+async fn handle(
+    mut req: Request,
+    env: &Env,
+    correlation_id: &str,
+    log: &Log<'_>,
+) -> Result<(Accepted, Verified), ApiError> {
     ingress::check_method(req.method().as_ref())?;
-    let config = Config::from_lookup(&env_lookup(env)).map_err(|e| {
+    let config = Config::load(env).map_err(|e| {
         log.error("config_invalid", json!({ "reason": e.0 }));
         ApiError::from(e)
     })?;
@@ -70,18 +89,20 @@ async fn handle(mut req: Request, env: &Env, correlation_id: &str, log: &Log<'_>
         config.tolerance_ms,
     )?;
     let event = ingress::parse_event(&body)?;
-    log.info("verified", json!({ "scheme": verified.scheme.as_str(), "key_id": verified.key_id }));
 
     let args = ingress::ingest_args(&event, &verified, correlation_id);
-    let result = Client::new(config.supabase)
+    let result = Client::new(config.supabase.clone())
         .rpc("integration", "ingest_event", &args, correlation_id)
         .await
         .map_err(|e| {
             let err = e.clone().into_api_error();
             if err.status() >= 500 {
-                log.error("rpc_failed", json!({ "rpc": "ingest_event", "error": format!("{e:?}") }));
+                log.error(
+                    "rpc_failed",
+                    json!({ "rpc": "ingest_event", "error": format!("{e:?}") }),
+                );
             }
             err
         })?;
-    ingress::accepted(&result)
+    Ok((ingress::accepted(&result)?, verified))
 }
