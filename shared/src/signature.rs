@@ -347,6 +347,17 @@ mod tests {
         SigningKey::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()
     }
 
+    /// The rejection code of a seed-scheme request with these headers.
+    fn ipai_code(pairs: &[(&str, String)], body: &[u8]) -> ErrorCode {
+        code(verify_ipai(
+            &lookup(pairs),
+            body,
+            &keys(),
+            NOW,
+            DEFAULT_TOLERANCE_MS,
+        ))
+    }
+
     fn code(result: Result<Verified, ApiError>) -> ErrorCode {
         result.expect_err("expected a rejection").code
     }
@@ -402,16 +413,7 @@ mod tests {
 
         let mut pairs = ipai_headers(CURRENT, NOW, BODY);
         pairs[0].1 = (NOW + 1).to_string();
-        assert_eq!(
-            code(verify_ipai(
-                &lookup(&pairs),
-                BODY,
-                &keys(),
-                NOW,
-                DEFAULT_TOLERANCE_MS
-            )),
-            ErrorCode::InvalidSignature
-        );
+        assert_eq!(ipai_code(&pairs, BODY), ErrorCode::InvalidSignature);
     }
 
     #[test]
@@ -469,16 +471,7 @@ mod tests {
         }
         let mut pairs = ipai_headers(CURRENT, NOW, BODY);
         pairs[2].1 = "k".repeat(256);
-        assert_eq!(
-            code(verify_ipai(
-                &lookup(&pairs),
-                BODY,
-                &keys(),
-                NOW,
-                DEFAULT_TOLERANCE_MS
-            )),
-            ErrorCode::InvalidHeader
-        );
+        assert_eq!(ipai_code(&pairs, BODY), ErrorCode::InvalidHeader);
     }
 
     #[test]

@@ -71,8 +71,8 @@ async fn handle(
         log.error("config_invalid", json!({ "reason": e.0 }));
         ApiError::from(e)
     })?;
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    ingress::check_declared_length(header("content-length").as_deref())?;
+    let declared_length = req.headers().get("content-length").ok().flatten();
+    ingress::check_declared_length(declared_length.as_deref())?;
     let body = req
         .bytes()
         .await
