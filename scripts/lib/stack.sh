@@ -40,7 +40,7 @@ as_postgres() {
 # ---------------------------------------------------------------- installs
 
 install_apt_packages() {
-  local wanted=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk)
+  local wanted=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk openssl curl)
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
