@@ -2,7 +2,7 @@
 -- for every role, the superuser included.
 begin;
 set search_path = extensions, public;
-select plan(20);
+select plan(21);
 
 create temp table baseline on commit drop as select
   (select count(*) from integration.outbox) as outbox, (select count(*) from integration.event_log) as event_log;
@@ -68,9 +68,14 @@ $$, 'every integration function pins search_path to empty');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'integration'::regnamespace
-    and (has_function_privilege('anon', p.oid, 'execute')
-      or has_function_privilege('authenticated', p.oid, 'execute'))
-$$, 'no integration function is executable by anon or authenticated');
+    and has_function_privilege('anon', p.oid, 'execute')
+$$, 'no integration function is executable by anon');
+select set_eq($$
+  select p.proname::text from pg_proc p
+  where p.pronamespace = 'integration'::regnamespace
+    and has_function_privilege('authenticated', p.oid, 'execute')
+$$, array['outbox_stats', 'event_types_last_hour', 'failures_needing_attention'],
+  'authenticated may call only the read-only monitoring functions');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'integration'::regnamespace
