@@ -501,7 +501,7 @@ mod tests {
             &lookup(&pairs),
             BODY,
             &keys(),
-            &[key.clone()],
+            std::slice::from_ref(&key),
             NOW,
             DEFAULT_TOLERANCE_MS,
         )
