@@ -343,6 +343,24 @@ mod tests {
         ]
     }
 
+    fn std_pairs(id: &str, ts: i64, signature: String) -> Vec<(&'static str, String)> {
+        vec![
+            (WEBHOOK_ID, id.to_string()),
+            (WEBHOOK_TIMESTAMP, ts.to_string()),
+            (WEBHOOK_SIGNATURE, signature),
+        ]
+    }
+
+    fn std_code(pairs: &[(&str, String)], key: SigningKey) -> ErrorCode {
+        code(verify_standard(
+            &lookup(pairs),
+            BODY,
+            &[key],
+            NOW,
+            DEFAULT_TOLERANCE_MS,
+        ))
+    }
+
     fn std_key() -> SigningKey {
         SigningKey::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()
     }
@@ -492,11 +510,7 @@ mod tests {
         let key = std_key();
         let ts = NOW / 1000;
         let sig = sign_standard(&key, "msg_2Kc9", ts, BODY);
-        let pairs = vec![
-            (WEBHOOK_ID, "msg_2Kc9".to_string()),
-            (WEBHOOK_TIMESTAMP, ts.to_string()),
-            (WEBHOOK_SIGNATURE, format!("v1,bm90IGl0 {sig}")),
-        ];
+        let pairs = std_pairs("msg_2Kc9", ts, format!("v1,bm90IGl0 {sig}"));
         let v = verify(
             &lookup(&pairs),
             BODY,
@@ -516,61 +530,22 @@ mod tests {
     fn standard_webhooks_id_is_signed() {
         let key = std_key();
         let ts = NOW / 1000;
-        let pairs = vec![
-            (WEBHOOK_ID, "msg_other".to_string()),
-            (WEBHOOK_TIMESTAMP, ts.to_string()),
-            (WEBHOOK_SIGNATURE, sign_standard(&key, "msg_2Kc9", ts, BODY)),
-        ];
-        assert_eq!(
-            code(verify_standard(
-                &lookup(&pairs),
-                BODY,
-                &[key],
-                NOW,
-                DEFAULT_TOLERANCE_MS
-            )),
-            ErrorCode::InvalidSignature
-        );
+        let pairs = std_pairs("msg_other", ts, sign_standard(&key, "msg_2Kc9", ts, BODY));
+        assert_eq!(std_code(&pairs, key), ErrorCode::InvalidSignature);
     }
 
     #[test]
     fn standard_webhooks_timestamp_is_seconds_and_windowed() {
         let key = std_key();
         let ts = NOW / 1000 - 301;
-        let pairs = vec![
-            (WEBHOOK_ID, "msg_1".to_string()),
-            (WEBHOOK_TIMESTAMP, ts.to_string()),
-            (WEBHOOK_SIGNATURE, sign_standard(&key, "msg_1", ts, BODY)),
-        ];
-        assert_eq!(
-            code(verify_standard(
-                &lookup(&pairs),
-                BODY,
-                &[key],
-                NOW,
-                DEFAULT_TOLERANCE_MS
-            )),
-            ErrorCode::TimestampOutOfWindow
-        );
+        let pairs = std_pairs("msg_1", ts, sign_standard(&key, "msg_1", ts, BODY));
+        assert_eq!(std_code(&pairs, key), ErrorCode::TimestampOutOfWindow);
     }
 
     #[test]
     fn standard_webhooks_without_v1_entries_is_invalid_header() {
-        let pairs = vec![
-            (WEBHOOK_ID, "msg_1".to_string()),
-            (WEBHOOK_TIMESTAMP, (NOW / 1000).to_string()),
-            (WEBHOOK_SIGNATURE, "v2,abc".to_string()),
-        ];
-        assert_eq!(
-            code(verify_standard(
-                &lookup(&pairs),
-                BODY,
-                &[std_key()],
-                NOW,
-                DEFAULT_TOLERANCE_MS
-            )),
-            ErrorCode::InvalidHeader
-        );
+        let pairs = std_pairs("msg_1", NOW / 1000, "v2,abc".to_string());
+        assert_eq!(std_code(&pairs, std_key()), ErrorCode::InvalidHeader);
     }
 
     #[test]

@@ -226,7 +226,7 @@ grant select, insert, update, delete on integration.outbox to service_role;
 -- UPDATE, DELETE and TRUNCATE.
 grant select, insert, update, delete on integration.event_log to service_role;
 
-revoke execute on all functions in schema integration from public, anon, authenticated, service_role;
+revoke execute on all functions in schema integration from public, anon, authenticated;
 grant execute on function integration.ingest_event(
   text, text, text, text, text, jsonb, text, text, text, timestamptz, text, bigint
 ) to service_role;

@@ -49,6 +49,19 @@ create table integration.redrive_log (
   created_at timestamptz not null default now()
 );
 
+-- Whether a route pattern (`exact.type`, `prefix.*` or `*`) covers an event type.
+create function integration.pattern_matches(p_pattern text, p_event_type text)
+returns boolean
+language sql
+immutable
+set search_path = ''
+as $$
+  select p_pattern = p_event_type
+      or p_pattern = '*'
+      or (p_pattern like '%.*'
+          and left(p_event_type, length(p_pattern) - 1) = left(p_pattern, length(p_pattern) - 1))
+$$;
+
 -- The route for an event type: an exact match, else the longest matching prefix
 -- pattern, else '*'. Null when nothing matches.
 create function integration.route_for(p_event_type text)
@@ -60,11 +73,7 @@ set search_path = ''
 as $$
   select r.*
   from integration.routes r
-  where r.enabled
-    and (r.event_pattern = p_event_type
-      or r.event_pattern = '*'
-      or (r.event_pattern like '%.*'
-          and left(p_event_type, length(r.event_pattern) - 1) = left(r.event_pattern, length(r.event_pattern) - 1)))
+  where r.enabled and integration.pattern_matches(r.event_pattern, p_event_type)
   order by (r.event_pattern = p_event_type) desc, length(r.event_pattern) desc
   limit 1
 $$;
@@ -89,8 +98,14 @@ as $$
 $$;
 
 -- Records a failed attempt on a leased row: back to pending with backoff, or
--- dead-lettered. Shared by fail_outbox and lease reclaim.
-create function integration.record_failure(p_id uuid, p_error text, p_retry_after_seconds integer)
+-- dead-lettered when the schedule is used up or p_final says no retry can
+-- help (no_route). Shared by fail_outbox, lease reclaim and claim.
+create function integration.record_failure(
+  p_id uuid,
+  p_error text,
+  p_retry_after_seconds integer,
+  p_final boolean default false
+)
 returns text
 language plpgsql
 security definer
@@ -101,7 +116,7 @@ declare
   v_next timestamptz;
 begin
   select * into v_row from integration.outbox where id = p_id;
-  v_next := integration.next_attempt_at(v_row.attempts, p_retry_after_seconds);
+  v_next := case when not p_final then integration.next_attempt_at(v_row.attempts, p_retry_after_seconds) end;
   update integration.outbox set
     status = case when v_next is null then 'failed' else 'pending' end,
     available_at = coalesce(v_next, available_at),
@@ -238,12 +253,7 @@ begin
       select * from integration.lease_batch(p_worker, p_batch_size - v_returned, p_lease_seconds)
     loop
       if v_event.target_url is null then
-        update integration.outbox set
-          status = 'failed', dead_at = now(), last_error = 'no_route',
-          error_history = error_history || jsonb_build_array(jsonb_build_object(
-            'attempt', attempts, 'at', now(), 'worker', p_worker, 'error', 'no_route')),
-          locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
-        where id = v_event.id;
+        perform integration.record_failure(v_event.id, 'no_route', null, p_final => true);
         v_unrouted := v_unrouted + 1;
       else
         v_returned := v_returned + 1;
@@ -255,6 +265,26 @@ begin
 end;
 $$;
 
+-- Locks a leased row for settling, or refuses: the fence that keeps a late
+-- ack or fail (its lease expired and was reclaimed) from changing anything.
+create function integration.lock_lease(p_id uuid, p_lease_token uuid)
+returns void
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform 1 from integration.outbox
+  where id = p_id and lock_token = p_lease_token and status = 'processing'
+  for update;
+  if not found then
+    raise exception using
+      errcode = 'PT409', message = 'stale_lease',
+      detail = 'the event is not leased with this token (the lease expired and was reclaimed, or it was already settled)';
+  end if;
+end;
+$$;
+
 create function integration.ack_outbox(p_id uuid, p_lease_token uuid)
 returns jsonb
 language plpgsql
@@ -262,15 +292,11 @@ security definer
 set search_path = ''
 as $$
 begin
+  perform integration.lock_lease(p_id, p_lease_token);
   update integration.outbox set
     status = 'completed', completed_at = now(),
     locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
-  where id = p_id and lock_token = p_lease_token and status = 'processing';
-  if not found then
-    raise exception using
-      errcode = 'PT409', message = 'stale_lease',
-      detail = 'the event is not leased with this token (the lease expired and was reclaimed, or it was already settled)';
-  end if;
+  where id = p_id;
   return jsonb_build_object('id', p_id, 'status', 'completed');
 end;
 $$;
@@ -286,21 +312,12 @@ language plpgsql
 security definer
 set search_path = ''
 as $$
-declare
-  v_status text;
 begin
-  perform 1 from integration.outbox
-  where id = p_id and lock_token = p_lease_token and status = 'processing'
-  for update;
-  if not found then
-    raise exception using
-      errcode = 'PT409', message = 'stale_lease',
-      detail = 'the event is not leased with this token (the lease expired and was reclaimed, or it was already settled)';
-  end if;
+  perform integration.lock_lease(p_id, p_lease_token);
   if p_retry_after_seconds < 0 then
     raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'p_retry_after_seconds must not be negative';
   end if;
-  v_status := integration.record_failure(p_id, coalesce(nullif(p_error, ''), 'unspecified error'), p_retry_after_seconds);
+  perform integration.record_failure(p_id, coalesce(nullif(p_error, ''), 'unspecified error'), p_retry_after_seconds);
   return (select jsonb_build_object('id', o.id, 'status', o.status, 'attempts', o.attempts, 'available_at', o.available_at)
           from integration.outbox o where o.id = p_id);
 end;
@@ -344,9 +361,7 @@ begin
     select o.id from integration.outbox o
     where o.status = 'failed'
       and (p_ids is null or o.id = any(p_ids))
-      and (p_event_pattern is null or o.event_type = p_event_pattern or p_event_pattern = '*'
-        or (p_event_pattern like '%.*'
-            and left(o.event_type, length(p_event_pattern) - 1) = left(p_event_pattern, length(p_event_pattern) - 1)))
+      and (p_event_pattern is null or integration.pattern_matches(p_event_pattern, o.event_type))
       and (p_created_from is null or o.created_at >= p_created_from)
       and (p_created_to is null or o.created_at < p_created_to)
       and (p_error_contains is null or strpos(o.last_error, p_error_contains) > 0)
@@ -433,9 +448,9 @@ grant select on integration.redrive_log to service_role;
 create policy redrive_log_authenticated_read on integration.redrive_log for select to authenticated using (true);
 grant select on integration.redrive_log to authenticated;
 
-revoke execute on all functions in schema integration from public, anon, authenticated, service_role;
-grant execute on function integration.ingest_event(
-  text, text, text, text, text, jsonb, text, text, text, timestamptz, text, bigint) to service_role;
+-- Revoking from PUBLIC, anon and authenticated is idempotent across the
+-- schema and leaves earlier explicit grants to service_role in place.
+revoke execute on all functions in schema integration from public, anon, authenticated;
 grant execute on function integration.claim_outbox(text, integer, integer) to service_role;
 grant execute on function integration.ack_outbox(uuid, uuid) to service_role;
 grant execute on function integration.fail_outbox(uuid, uuid, text, integer) to service_role;
