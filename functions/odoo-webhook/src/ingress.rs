@@ -30,17 +30,6 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-pub fn check_method(method: &str) -> Result<(), ApiError> {
-    if method.eq_ignore_ascii_case("POST") {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            "only POST is accepted",
-        ))
-    }
-}
-
 /// Refuses an oversized body by its declared length before reading it.
 pub fn check_declared_length(content_length: Option<&str>) -> Result<(), ApiError> {
     match content_length.and_then(|v| v.trim().parse::<u64>().ok()) {
@@ -223,14 +212,6 @@ mod tests {
             })
             .unwrap_or_default();
         (err.code, fields)
-    }
-
-    #[test]
-    fn only_post_is_allowed() {
-        assert!(check_method("POST").is_ok());
-        for m in ["GET", "PUT", "DELETE", "OPTIONS", "PATCH"] {
-            assert_eq!(check_method(m).unwrap_err().status(), 405);
-        }
     }
 
     #[test]

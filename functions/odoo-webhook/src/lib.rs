@@ -11,7 +11,7 @@ use serde_json::json;
 use switchyard_shared::error::{ApiError, ErrorCode};
 use switchyard_shared::log::Log;
 use switchyard_shared::postgrest::Client;
-use switchyard_shared::{correlation, http, signature, time};
+use switchyard_shared::{correlation, http, request, signature, time};
 use worker::{event, Context, Env, Request, Response};
 
 use crate::config::Config;
@@ -66,7 +66,7 @@ async fn handle(
     correlation_id: &str,
     log: &Log<'_>,
 ) -> Result<(Accepted, Verified), ApiError> {
-    ingress::check_method(req.method().as_ref())?;
+    request::require_post(req.method().as_ref())?;
     let config = Config::load(env).map_err(|e| {
         log.error("config_invalid", json!({ "reason": e.0 }));
         ApiError::from(e)

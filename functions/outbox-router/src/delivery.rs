@@ -1,0 +1,408 @@
+//! Every decision about one delivery, as plain Rust: what is sent, how it is
+//! signed, how long it may take, and what its outcome means for the queue.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_shared::signature::{sign_standard, SigningKey};
+
+/// One event as `integration.router_claim` returns it, with its route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClaimedEvent {
+    pub id: String,
+    pub lease_token: String,
+    pub source: String,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub payload: Value,
+    pub occurred_at: Option<String>,
+    pub correlation_id: String,
+    pub attempts: u32,
+    pub created_at: String,
+    pub target_url: String,
+    pub signing_secret: String,
+    pub timeout_ms: u64,
+    pub max_concurrency: usize,
+}
+
+/// The body receivers get. `id` is also the `webhook-id` header, stable across
+/// retries, so receivers can deduplicate.
+pub fn body(event: &ClaimedEvent) -> String {
+    json!({
+        "id": event.id,
+        "type": event.event_type,
+        "timestamp": event.occurred_at.as_deref().unwrap_or(&event.created_at),
+        "source": event.source,
+        "aggregate": { "type": event.aggregate_type, "id": event.aggregate_id },
+        "data": event.payload,
+        "correlation_id": event.correlation_id,
+        "attempt": event.attempts,
+    })
+    .to_string()
+}
+
+/// The request headers, signed with the route's secret (Standard Webhooks).
+pub fn headers(
+    event: &ClaimedEvent,
+    body: &str,
+    now_s: i64,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let key = SigningKey::standard(&event.signing_secret)
+        .map_err(|why| format!("the route's signing secret is unusable: {why}"))?;
+    Ok(vec![
+        ("content-type", "application/json".to_string()),
+        ("user-agent", "switchyard-outbox-router".to_string()),
+        ("webhook-id", event.id.clone()),
+        ("webhook-timestamp", now_s.to_string()),
+        (
+            "webhook-signature",
+            sign_standard(&key, &event.id, now_s, body.as_bytes()),
+        ),
+        ("x-correlation-id", event.correlation_id.clone()),
+    ])
+}
+
+/// Time kept back from the lease for settling the batch.
+pub const SETTLE_MARGIN_MS: i64 = 3000;
+/// Below this a delivery is not started: it could not finish in time.
+pub const MIN_DELIVERY_MS: i64 = 100;
+
+/// How long a delivery may take: the route's timeout, cut so the delivery and
+/// the settle call end before the lease does. None: too late to start.
+pub fn timeout_ms(route_timeout_ms: u64, lease_deadline_ms: i64, now_ms: i64) -> Option<u64> {
+    let left = lease_deadline_ms - SETTLE_MARGIN_MS - now_ms;
+    let allowed = (route_timeout_ms as i64).min(left);
+    (allowed >= MIN_DELIVERY_MS).then_some(allowed as u64)
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Answered {
+        status: u16,
+        retry_after: Option<String>,
+        body: String,
+    },
+    TimedOut(u64),
+    Unreachable(String),
+    NotAttempted(String),
+}
+
+/// One element of `integration.settle_outbox`'s argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub id: String,
+    pub lease_token: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub retry_after_seconds: Option<u32>,
+}
+
+impl Settlement {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "lease_token": self.lease_token,
+            "ok": self.ok,
+            "error": self.error,
+            "retry_after_seconds": self.retry_after_seconds,
+        })
+    }
+}
+
+/// 2xx acks. Anything else fails the attempt (the queue's backoff decides
+/// when to retry); `Retry-After` counts only on 429 and 503, where it means
+/// "come back then". The error keeps a short excerpt of the answer for
+/// operators.
+pub fn settle(event: &ClaimedEvent, outcome: &Outcome, now_ms: i64) -> Settlement {
+    let (ok, error, retry_after_seconds) = match outcome {
+        Outcome::Answered { status, .. } if (200..300).contains(status) => (true, None, None),
+        Outcome::Answered {
+            status,
+            retry_after,
+            body,
+        } => {
+            let retry_after_seconds = match status {
+                429 | 503 => retry_after
+                    .as_deref()
+                    .and_then(|v| retry_after_seconds(v, now_ms)),
+                _ => None,
+            };
+            let excerpt: String = body.chars().take(200).collect();
+            let error = if excerpt.trim().is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {}", excerpt.trim())
+            };
+            (false, Some(error), retry_after_seconds)
+        }
+        Outcome::TimedOut(ms) => (
+            false,
+            Some(format!("timeout: no answer within {ms} ms")),
+            None,
+        ),
+        Outcome::Unreachable(why) => (false, Some(format!("unreachable: {why}")), None),
+        Outcome::NotAttempted(why) => (false, Some(format!("not attempted: {why}")), None),
+    };
+    Settlement {
+        id: event.id.clone(),
+        lease_token: event.lease_token.clone(),
+        ok,
+        error,
+        retry_after_seconds,
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (IMF-fixdate), in whole
+/// seconds from now. Unparseable values are ignored.
+pub fn retry_after_seconds(value: &str, now_ms: i64) -> Option<u32> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(u32::MAX, |s| s.min(u32::MAX as u64) as u32),
+        );
+    }
+    let at_s = imf_fixdate_seconds(value)?;
+    let wait_ms = (at_s * 1000 - now_ms).max(0);
+    Some(((wait_ms + 999) / 1000).min(u32::MAX as i64) as u32)
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` -> seconds since the epoch.
+fn imf_fixdate_seconds(value: &str) -> Option<i64> {
+    let parts: Vec<&str> = value.split(' ').collect();
+    let [_weekday, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    if *h > 23 || *m > 59 || *s > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Events grouped by target, in claim order, each group with the concurrency
+/// its routes allow (the smallest, when several routes share a target).
+pub fn by_target(events: &[ClaimedEvent]) -> Vec<(String, usize, Vec<usize>)> {
+    let mut groups: Vec<(String, usize, Vec<usize>)> = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let limit = event.max_concurrency.max(1);
+        match groups
+            .iter_mut()
+            .find(|(url, _, _)| *url == event.target_url)
+        {
+            Some((_, concurrency, members)) => {
+                *concurrency = (*concurrency).min(limit);
+                members.push(i);
+            }
+            None => groups.push((event.target_url.clone(), limit, vec![i])),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_shared::signature::verify_standard;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn event(id: &str, target: &str, max_concurrency: usize) -> ClaimedEvent {
+        serde_json::from_value(json!({
+            "id": id,
+            "lease_token": "7d3f7d1e-7a55-4d6b-9f57-0c2f1d6f8a11",
+            "source": "odoo",
+            "event_type": "expense.approved",
+            "aggregate_type": "hr.expense",
+            "aggregate_id": "42",
+            "payload": { "amount": 120.5 },
+            "occurred_at": "2026-11-22T10:00:00+00:00",
+            "correlation_id": "cid-1",
+            "attempts": 2,
+            "created_at": "2026-11-22T10:00:01+00:00",
+            "target_url": target,
+            "signing_secret": SECRET,
+            "timeout_ms": 5000,
+            "max_concurrency": max_concurrency,
+            "route_ignored_field": true,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_body_carries_the_event_and_its_delivery_attempt() {
+        let body: Value = serde_json::from_str(&body(&event("e1", "http://t", 4))).unwrap();
+        assert_eq!(body["id"], "e1");
+        assert_eq!(body["type"], "expense.approved");
+        assert_eq!(body["timestamp"], "2026-11-22T10:00:00+00:00");
+        assert_eq!(
+            body["aggregate"],
+            json!({ "type": "hr.expense", "id": "42" })
+        );
+        assert_eq!(body["data"]["amount"], 120.5);
+        assert_eq!(body["attempt"], 2);
+        assert_eq!(body["correlation_id"], "cid-1");
+    }
+
+    #[test]
+    fn deliveries_verify_as_standard_webhooks_with_the_route_secret() {
+        let e = event("e1", "http://t", 4);
+        let body = body(&e);
+        let now_s = 1_795_000_000;
+        let headers = headers(&e, &body, now_s).unwrap();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("webhook-id").unwrap(), "e1");
+        let keys = [SigningKey::standard(SECRET).unwrap()];
+        let verified =
+            verify_standard(&header, body.as_bytes(), &keys, now_s * 1000, 300_000).unwrap();
+        assert_eq!(verified.idempotency_key, "e1");
+        assert!(verify_standard(&header, b"{}", &keys, now_s * 1000, 300_000).is_err());
+    }
+
+    #[test]
+    fn an_unusable_route_secret_fails_the_delivery_without_showing_it() {
+        let mut e = event("e1", "http://t", 4);
+        e.signing_secret = "whsec_!!!not-base64".into();
+        let err = headers(&e, "{}", 0).unwrap_err();
+        assert!(!err.contains("not-base64"));
+    }
+
+    #[test]
+    fn timeouts_end_before_the_lease_with_room_to_settle() {
+        let deadline = 60_000;
+        assert_eq!(timeout_ms(5000, deadline, 0), Some(5000));
+        assert_eq!(timeout_ms(60_000, deadline, 0), Some(57_000));
+        assert_eq!(timeout_ms(5000, deadline, 55_000), Some(2000));
+        assert_eq!(timeout_ms(5000, deadline, 56_950), None);
+        assert_eq!(timeout_ms(5000, deadline, 70_000), None);
+    }
+
+    fn answered(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
+        Outcome::Answered {
+            status,
+            retry_after: retry_after.map(str::to_string),
+            body: body.to_string(),
+        }
+    }
+
+    #[test]
+    fn two_hundreds_ack_and_everything_else_fails() {
+        let e = event("e1", "http://t", 4);
+        for status in [200, 201, 202, 204, 299] {
+            let s = settle(&e, &answered(status, None, ""), 0);
+            assert!(s.ok && s.error.is_none(), "{status}");
+        }
+        for status in [301, 400, 401, 404, 410, 422, 500, 502] {
+            let s = settle(&e, &answered(status, Some("7"), "nope"), 0);
+            assert!(!s.ok);
+            assert_eq!(
+                s.error.as_deref(),
+                Some(format!("HTTP {status}: nope").as_str())
+            );
+            assert_eq!(
+                s.retry_after_seconds, None,
+                "Retry-After only on 429 and 503"
+            );
+        }
+        let s = settle(&e, &Outcome::TimedOut(5000), 0);
+        assert_eq!(
+            s.error.as_deref(),
+            Some("timeout: no answer within 5000 ms")
+        );
+        let s = settle(&e, &Outcome::Unreachable("connection refused".into()), 0);
+        assert_eq!(s.error.as_deref(), Some("unreachable: connection refused"));
+        assert_eq!(s.id, "e1");
+        assert_eq!(s.lease_token, e.lease_token);
+    }
+
+    #[test]
+    fn retry_after_counts_on_429_and_503() {
+        let e = event("e1", "http://t", 4);
+        for status in [429, 503] {
+            let s = settle(&e, &answered(status, Some("120"), ""), 0);
+            assert_eq!(s.retry_after_seconds, Some(120));
+            assert_eq!(s.error.as_deref(), Some(format!("HTTP {status}").as_str()));
+        }
+        let s = settle(&e, &answered(503, None, ""), 0);
+        assert_eq!(s.retry_after_seconds, None);
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_http_dates() {
+        assert_eq!(retry_after_seconds("0", 0), Some(0));
+        assert_eq!(retry_after_seconds(" 30 ", 0), Some(30));
+        assert_eq!(retry_after_seconds("99999999999", 0), Some(u32::MAX));
+        // 784111777 = Sun, 06 Nov 1994 08:49:37 GMT
+        let at = 784_111_777_000;
+        assert_eq!(
+            retry_after_seconds("Sun, 06 Nov 1994 08:49:37 GMT", at - 10_500),
+            Some(11)
+        );
+        assert_eq!(
+            retry_after_seconds("Sun, 06 Nov 1994 08:49:37 GMT", at + 5_000),
+            Some(0)
+        );
+        assert_eq!(
+            retry_after_seconds("Wed, 29 Feb 2028 00:00:00 GMT", 1_835_395_200_000 - 60_000),
+            Some(60)
+        );
+        for bad in [
+            "",
+            "-5",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(retry_after_seconds(bad, 0), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn events_group_by_target_with_the_smallest_concurrency() {
+        let events = vec![
+            event("a", "http://one", 4),
+            event("b", "http://two", 2),
+            event("c", "http://one", 3),
+            event("d", "http://one", 0),
+        ];
+        let groups = by_target(&events);
+        assert_eq!(
+            groups,
+            vec![
+                ("http://one".to_string(), 1, vec![0, 2, 3]),
+                ("http://two".to_string(), 2, vec![1]),
+            ]
+        );
+    }
+}

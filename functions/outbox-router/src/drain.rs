@@ -1,0 +1,177 @@
+//! One router run: claim a batch, deliver it (bounded per target), settle it
+//! in one call, and repeat until the queue is empty or the time budget is
+//! spent. Going idle goes through `release_router`, which only lets the run end
+//! when no committed event is left behind (see the router migration).
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+use switchyard_shared::fetch::{self, FetchError};
+use switchyard_shared::log::Log;
+use switchyard_shared::postgrest::{Client, RpcError};
+use switchyard_shared::time::now_ms;
+use worker::Delay;
+
+use crate::config::Config;
+use crate::delivery::{self, ClaimedEvent, Outcome, Settlement};
+
+const SCHEMA: &str = "integration";
+/// Pause before claiming again when release found work that the claim did not
+/// (rows still locked by a concurrent claim, or a long inserting transaction).
+const RECHECK_PAUSE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Summary {
+    pub rounds: u32,
+    pub claimed: u32,
+    pub acked: u32,
+    pub failed: u32,
+    pub stale: u32,
+    pub released: bool,
+    pub handed_off: bool,
+    pub elapsed_ms: i64,
+}
+
+pub async fn run(
+    config: &Config,
+    worker_id: &str,
+    correlation_id: &str,
+    log: &Log<'_>,
+) -> Result<Summary, RpcError> {
+    let client = Client::new(config.supabase.clone());
+    let started = now_ms();
+    let mut summary = Summary::default();
+    loop {
+        let out_of_time = now_ms() - started >= config.time_budget_ms as i64;
+        let events = if out_of_time {
+            Vec::new()
+        } else {
+            claim(&client, config, worker_id, correlation_id).await?
+        };
+        if events.is_empty() {
+            let release = client
+                .rpc(
+                    SCHEMA,
+                    "release_router",
+                    &json!({ "p_worker": worker_id, "p_out_of_time": out_of_time }),
+                    correlation_id,
+                )
+                .await?;
+            if release["released"] == Value::Bool(true) {
+                summary.released = true;
+                summary.handed_off = release["handed_off"] == Value::Bool(true);
+                break;
+            }
+            Delay::from(RECHECK_PAUSE).await;
+            continue;
+        }
+        summary.rounds += 1;
+        summary.claimed += events.len() as u32;
+        let lease_deadline_ms = now_ms() + i64::from(config.lease_seconds) * 1000;
+        let settlements = deliver_all(&events, lease_deadline_ms).await;
+        for (event, settlement) in events.iter().zip(&settlements) {
+            if let Some(error) = &settlement.error {
+                log.warn(
+                    "delivery_failed",
+                    json!({
+                        "event_id": event.id,
+                        "event_type": event.event_type,
+                        "attempt": event.attempts,
+                        "target": event.target_url,
+                        "error": error,
+                        "retry_after_seconds": settlement.retry_after_seconds,
+                    }),
+                );
+            }
+        }
+        let results: Vec<Value> = settlements.iter().map(Settlement::to_json).collect();
+        let settled = client
+            .rpc(
+                SCHEMA,
+                "settle_outbox",
+                &json!({ "p_results": results }),
+                correlation_id,
+            )
+            .await?;
+        summary.acked += settled["acked"].as_u64().unwrap_or(0) as u32;
+        summary.failed += settled["failed"].as_u64().unwrap_or(0) as u32;
+        let stale = settled["stale"].as_array().map_or(0, Vec::len);
+        if stale > 0 {
+            log.warn("stale_leases", json!({ "event_ids": settled["stale"] }));
+        }
+        summary.stale += stale as u32;
+    }
+    summary.elapsed_ms = now_ms() - started;
+    Ok(summary)
+}
+
+async fn claim(
+    client: &Client,
+    config: &Config,
+    worker_id: &str,
+    correlation_id: &str,
+) -> Result<Vec<ClaimedEvent>, RpcError> {
+    let claimed = client
+        .rpc(
+            SCHEMA,
+            "router_claim",
+            &json!({
+                "p_worker": worker_id,
+                "p_batch_size": config.batch_size,
+                "p_lease_seconds": config.lease_seconds,
+            }),
+            correlation_id,
+        )
+        .await?;
+    serde_json::from_value(claimed).map_err(|e| RpcError::Decode(e.to_string()))
+}
+
+/// Every event of the batch, in parallel across targets and at most the
+/// route's `max_concurrency` at a time per target. Settlements come back in
+/// claim order.
+async fn deliver_all(events: &[ClaimedEvent], lease_deadline_ms: i64) -> Vec<Settlement> {
+    let groups = delivery::by_target(events);
+    let per_target = groups.iter().map(|(_, concurrency, members)| {
+        stream::iter(members.iter().copied())
+            .map(|i| async move { (i, deliver(&events[i], lease_deadline_ms).await) })
+            .buffer_unordered(*concurrency)
+            .collect::<Vec<_>>()
+    });
+    let mut settled: Vec<(usize, Settlement)> = join_all(per_target).await.concat();
+    settled.sort_by_key(|(i, _)| *i);
+    settled.into_iter().map(|(_, s)| s).collect()
+}
+
+async fn deliver(event: &ClaimedEvent, lease_deadline_ms: i64) -> Settlement {
+    let outcome = attempt(event, lease_deadline_ms).await;
+    delivery::settle(event, &outcome, now_ms())
+}
+
+async fn attempt(event: &ClaimedEvent, lease_deadline_ms: i64) -> Outcome {
+    let now = now_ms();
+    let Some(timeout_ms) = delivery::timeout_ms(event.timeout_ms, lease_deadline_ms, now) else {
+        return Outcome::NotAttempted("the lease ran out before the delivery could start".into());
+    };
+    let body = delivery::body(event);
+    let headers = match delivery::headers(event, &body, now.div_euclid(1000)) {
+        Ok(headers) => headers,
+        Err(why) => return Outcome::NotAttempted(why),
+    };
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let request = match fetch::post(&event.target_url, &pairs, body) {
+        Ok(request) => request,
+        Err(e) => return Outcome::NotAttempted(format!("invalid request: {e}")),
+    };
+    match fetch::send(request, Duration::from_millis(timeout_ms), &["retry-after"]).await {
+        Ok(answer) => Outcome::Answered {
+            status: answer.status,
+            retry_after: answer.header("retry-after").map(str::to_string),
+            body: answer.body,
+        },
+        Err(FetchError::Timeout(_)) => Outcome::TimedOut(timeout_ms),
+        Err(FetchError::Transport(why)) => Outcome::Unreachable(why),
+    }
+}

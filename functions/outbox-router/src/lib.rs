@@ -1,0 +1,112 @@
+//! `outbox-router`: delivers outbox events to their routes.
+//!
+//! Woken by the database (an AFTER INSERT trigger through pg_net, and pg_cron
+//! every minute); only the service role may call it. The handler checks the
+//! request and starts a run (`drain`); `delivery` holds every decision about a
+//! single delivery.
+
+pub mod config;
+pub mod delivery;
+pub mod drain;
+pub mod invocation;
+
+use serde_json::json;
+use switchyard_shared::error::{ApiError, ErrorCode};
+use switchyard_shared::log::Log;
+use switchyard_shared::{correlation, http, request};
+use worker::{event, Context, Env, Request, Response};
+
+use crate::config::Config;
+
+const FUNCTION: &str = "outbox-router";
+
+#[event(fetch)]
+pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let caller_id = req.headers().get(correlation::HEADER).ok().flatten();
+    let correlation_id = correlation::from_header_or_new(caller_id.as_deref());
+    let log = Log::new(FUNCTION, &correlation_id);
+    let outcome = handle(req, &env, &ctx, &correlation_id, &log).await;
+    match outcome {
+        Ok(body) => {
+            let status = if body.get("summary").is_some() {
+                200
+            } else {
+                202
+            };
+            http::json(status, &body, &correlation_id)
+        }
+        Err(err) => {
+            let fields = json!({ "code": err.code.as_str(), "status": err.status() });
+            if err.status() >= 500 {
+                log.error("failed", fields);
+            } else {
+                log.warn("rejected", fields);
+            }
+            if err.code == ErrorCode::MethodNotAllowed {
+                let body = err.envelope(&correlation_id);
+                return http::json_with_headers(405, &body, &correlation_id, &[("allow", "POST")]);
+            }
+            http::error(&err, &correlation_id)
+        }
+    }
+}
+
+async fn handle(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    correlation_id: &str,
+    log: &Log<'_>,
+) -> Result<serde_json::Value, ApiError> {
+    request::require_post(req.method().as_ref())?;
+    let config = Config::load(env).map_err(|e| {
+        log.error("config_invalid", json!({ "reason": e.0 }));
+        ApiError::from(e)
+    })?;
+    let authorization = req.headers().get("authorization").ok().flatten();
+    request::require_service_role(authorization.as_deref(), &config.supabase.service_role_key)?;
+    let query = req.url().ok().and_then(|u| u.query().map(str::to_string));
+    let body = req
+        .bytes()
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body could not be read"))?;
+    let invocation = invocation::parse(&body, query.as_deref())?;
+
+    let worker_id = format!("{FUNCTION}:{correlation_id}");
+    log.info(
+        "woken",
+        json!({ "reason": invocation.reason, "wait": invocation.wait }),
+    );
+    if invocation.wait {
+        let summary = run_logged(&config, &worker_id, correlation_id).await?;
+        return Ok(json!({ "ok": true, "summary": summary, "correlation_id": correlation_id }));
+    }
+    let (config, worker_id, cid) = (
+        config.clone(),
+        worker_id.clone(),
+        correlation_id.to_string(),
+    );
+    ctx.wait_until(async move {
+        let _ = run_logged(&config, &worker_id, &cid).await;
+    });
+    Ok(json!({ "ok": true, "accepted": true, "correlation_id": correlation_id }))
+}
+
+/// A run and its one log line: `drained` with the summary, or `drain_failed`.
+async fn run_logged(
+    config: &Config,
+    worker_id: &str,
+    correlation_id: &str,
+) -> Result<drain::Summary, ApiError> {
+    let log = Log::new(FUNCTION, correlation_id);
+    match drain::run(config, worker_id, correlation_id, &log).await {
+        Ok(summary) => {
+            log.info("drained", json!(summary));
+            Ok(summary)
+        }
+        Err(e) => {
+            log.error("drain_failed", json!({ "error": format!("{e:?}") }));
+            Err(e.into_api_error())
+        }
+    }
+}

@@ -1,0 +1,93 @@
+// Makes a fresh or running local n8n ready for the integration bus: the owner
+// account, a public-API key (kept in a file for the tests), and the three
+// domain handler workflows, created from one template and activated.
+// Idempotent: existing handlers are replaced with the template's current text.
+//
+//   node n8n-provision.mjs <n8n url> <owner password> <api key file> <workflows dir>
+import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+
+const [base, password, keyFile, workflowsDir] = process.argv.slice(2);
+if (!workflowsDir) {
+  console.error("usage: n8n-provision.mjs <n8n url> <owner password> <api key file> <workflows dir>");
+  process.exit(2);
+}
+const EMAIL = "ops@switchyard.local";
+// Seed domain -> the handler's webhook path prefix (the seed's file names).
+const DOMAINS = { expense: "expense", asset: "asset", finance_task: "finance" };
+
+async function call(path, { method = "GET", body, headers = {} } = {}) {
+  const response = await fetch(base + path, {
+    method,
+    headers: { "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON: kept as text for the error
+  }
+  return { status: response.status, json, text, cookie: response.headers.get("set-cookie") };
+}
+
+async function session() {
+  const owner = { email: EMAIL, firstName: "Switchyard", lastName: "Operator", password };
+  let r = await call("/rest/owner/setup", { method: "POST", body: owner });
+  if (r.status !== 200) {
+    r = await call("/rest/login", { method: "POST", body: { emailOrLdapLoginId: EMAIL, password } });
+  }
+  if (r.status !== 200 || !r.cookie) throw new Error(`n8n owner setup and login failed: HTTP ${r.status}`);
+  return r.cookie.split(";")[0];
+}
+
+async function apiKey() {
+  if (existsSync(keyFile)) {
+    const key = readFileSync(keyFile, "utf8").trim();
+    const r = await call("/api/v1/workflows?limit=1", { headers: { "X-N8N-API-KEY": key } });
+    if (r.status === 200) return key;
+  }
+  const cookie = await session();
+  const scopes = ["create", "read", "update", "delete", "list", "activate", "deactivate"].map((s) => `workflow:${s}`);
+  const r = await call("/rest/api-keys", {
+    method: "POST",
+    headers: { cookie },
+    body: { label: `switchyard-${Date.now()}`, expiresAt: null, scopes },
+  });
+  const key = r.json?.data?.rawApiKey;
+  if (!key) throw new Error(`n8n API key creation failed: HTTP ${r.status}`);
+  writeFileSync(keyFile, key + "\n", { mode: 0o600 });
+  return key;
+}
+
+const key = await apiKey();
+const api = (path, options = {}) => call("/api/v1" + path, { ...options, headers: { "X-N8N-API-KEY": key } });
+const template = readFileSync(join(workflowsDir, "domain-handler.template.json"), "utf8");
+const existing = (await api("/workflows?limit=250")).json?.data ?? [];
+
+for (const [domain, path] of Object.entries(DOMAINS)) {
+  const workflow = JSON.parse(
+    template
+      .replaceAll("__DOMAIN__", path)
+      // n8n needs a stable webhookId per webhook node.
+      .replaceAll("__WEBHOOK_ID__", `5a1e7d00-0000-4000-8000-${Buffer.from(path).toString("hex").padEnd(12, "0").slice(0, 12)}`),
+  );
+  for (const old of existing.filter((w) => w.name === workflow.name)) {
+    await api(`/workflows/${old.id}`, { method: "DELETE" });
+  }
+  const created = await api("/workflows", { method: "POST", body: workflow });
+  if (created.status !== 200) throw new Error(`creating the ${domain} handler failed: HTTP ${created.status} ${created.text}`);
+  const activated = await api(`/workflows/${created.json.id}/activate`, { method: "POST" });
+  if (activated.status !== 200) throw new Error(`activating the ${domain} handler failed: HTTP ${activated.status}`);
+  // Activation registers the webhook asynchronously; an unsigned request
+  // answers 401 from the workflow once it is live.
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const probe = await fetch(`${base}/webhook/${path}-handler`, { method: "POST", body: "{}" });
+    if (probe.status === 401) break;
+    if (Date.now() > deadline) throw new Error(`the ${domain} handler did not go live: HTTP ${probe.status}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  console.log(`    ${domain}.* handler live at /webhook/${path}-handler`);
+}

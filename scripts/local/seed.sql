@@ -1,0 +1,18 @@
+-- Local configuration of the integration bus, applied by `scripts/dev up` after
+-- the migrations (idempotent). On a real project an operator does the same once:
+-- point the database at the router, and add routes.
+-- psql variables: router_url, service_role_key, n8n_url, handler_secret.
+
+select integration.configure_router(:'router_url', :'service_role_key');
+
+-- Demo routes for the seed's three domains, to the n8n handler workflows
+-- (n8n/workflows/integration). Targets are only reachable while n8n runs
+-- (`scripts/dev n8n up`); until then deliveries fail and back off as designed.
+insert into integration.routes (event_pattern, target_url, signing_secret, timeout_ms, max_concurrency)
+values
+  ('expense.*', :'n8n_url' || '/webhook/expense-handler', :'handler_secret', 10000, 8),
+  ('asset.*', :'n8n_url' || '/webhook/asset-handler', :'handler_secret', 10000, 8),
+  ('finance_task.*', :'n8n_url' || '/webhook/finance-handler', :'handler_secret', 10000, 8)
+on conflict (event_pattern) do update set
+  target_url = excluded.target_url,
+  signing_secret = excluded.signing_secret;
