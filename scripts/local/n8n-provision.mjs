@@ -74,12 +74,22 @@ for (const [domain, path] of Object.entries(DOMAINS)) {
       .replaceAll("__WEBHOOK_ID__", `5a1e7d00-0000-4000-8000-${Buffer.from(path).toString("hex").padEnd(12, "0").slice(0, 12)}`),
   );
   for (const old of existing.filter((w) => w.name === workflow.name)) {
-    await api(`/workflows/${old.id}`, { method: "DELETE" });
+    // Deactivate first: a deleted but active workflow keeps its webhook path.
+    await api(`/workflows/${old.id}/deactivate`, { method: "POST" });
+    // Unpublishing is asynchronous; DELETE answers 409 until it is done.
+    const deadline = Date.now() + 10_000;
+    let deleted;
+    while ((deleted = await api(`/workflows/${old.id}`, { method: "DELETE" })).status === 409 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (deleted.status !== 200) throw new Error(`removing an old ${domain} handler failed: HTTP ${deleted.status}`);
   }
   const created = await api("/workflows", { method: "POST", body: workflow });
   if (created.status !== 200) throw new Error(`creating the ${domain} handler failed: HTTP ${created.status} ${created.text}`);
   const activated = await api(`/workflows/${created.json.id}/activate`, { method: "POST" });
-  if (activated.status !== 200) throw new Error(`activating the ${domain} handler failed: HTTP ${activated.status}`);
+  if (activated.status !== 200) {
+    throw new Error(`activating the ${domain} handler failed: HTTP ${activated.status} ${activated.text}`);
+  }
   // Activation registers the webhook asynchronously; an unsigned request
   // answers 401 from the workflow once it is live.
   const deadline = Date.now() + 10_000;

@@ -104,7 +104,10 @@ security definer
 set search_path = ''
 as $$
 begin
-  if exists (select 1 from integration.router_signal where active_until > clock_timestamp()) then
+  -- Not configured (or paused by clearing the URL): nothing to wake, and no
+  -- active window that would suppress the wake-ups after it is configured.
+  if exists (select 1 from integration.router_signal
+             where target_url is null or active_until > clock_timestamp()) then
     return null;
   end if;
   update integration.router_signal

@@ -2,7 +2,7 @@
 -- batch settlement, release and hand-off, the pg_cron safety net, privileges.
 begin;
 set search_path = extensions, public;
-select plan(44);
+select plan(45);
 
 -- Park the dev database's rows (rolled back at the end) and start idle.
 update integration.outbox set available_at = now() + interval '100 years' where status = 'pending';
@@ -139,6 +139,9 @@ select is((select last_wake_reason from integration.router_signal), 'redrive', '
 select integration.configure_router(null, null);
 update integration.router_signal set active_until = null;
 select is(integration.wake_router('manual'), null, 'without a configured router no request is queued');
+select pg_temp.add('w4');
+select is((select active_until from integration.router_signal), null,
+  'an insert with no router configured leaves no active window behind');
 
 -- Privileges.
 select ok(has_function_privilege('service_role', 'integration.router_claim(text, integer, integer)', 'execute')

@@ -2,6 +2,7 @@
 // Odoo does, SQL against the real database, and stack control for fault tests.
 import { execFileSync } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
+import http from "node:http";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
@@ -19,6 +20,7 @@ function loadEnv() {
 
 export const env = loadEnv();
 export const WEBHOOK_URL = `${env.FUNCTIONS_URL}/odoo-webhook`;
+export const ROUTER_URL = `${env.FUNCTIONS_URL}/outbox-router`;
 
 /** Runs SQL as the superuser and returns psql's unaligned output. */
 export function sql(query) {
@@ -104,4 +106,85 @@ export function secrets() {
     env.SERVICE_ROLE_KEY,
     env.JWT_SECRET,
   ];
+}
+
+/** An RPC in the integration schema through the gateway, as the service role. */
+export async function rpc(name, args) {
+  const response = await fetch(`${env.REST_URL}/rpc/${name}`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "content-profile": "integration",
+      apikey: env.SERVICE_ROLE_KEY,
+      authorization: `Bearer ${env.SERVICE_ROLE_KEY}`,
+    },
+    body: JSON.stringify(args),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+/** Runs the router inside the request (`?wait=true`) and returns its answer. */
+export async function runRouter(reason = "manual") {
+  const response = await fetch(`${ROUTER_URL}?wait=true`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${env.SERVICE_ROLE_KEY}` },
+    body: JSON.stringify({ reason }),
+  });
+  return { status: response.status, json: await response.json() };
+}
+
+export async function waitFor(what, check, timeoutMs = 15_000, everyMs = 50) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Stops the database from waking the router (no router URL) and waits for a
+ * running one to go idle, for tests that claim from the queue themselves.
+ */
+export async function pauseRouter() {
+  sql("select integration.configure_router(null, null)");
+  await waitFor("the router to go idle", () =>
+    sql("select coalesce(active_until < clock_timestamp(), true) from integration.router_signal") === "t",
+  30_000, 100);
+}
+
+export function resumeRouter() {
+  stack("apply_local_config");
+}
+
+/**
+ * A local HTTP receiver on an ephemeral port that records every request and
+ * answers with `respond(request, index)` -> { status, headers, body, delayMs }.
+ * A fixed `port` is for receivers a peer was configured with (Mattermost for n8n).
+ * Stands in for webhook targets such as n8n handlers and Mattermost.
+ */
+export async function startReceiver(respond = () => ({ status: 200 }), port = 0) {
+  const received = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", async () => {
+      const request = { at: Date.now(), method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") };
+      received.push(request);
+      const answer = (await respond(request, received.length - 1)) ?? { status: 200 };
+      if (answer.delayMs) await new Promise((r) => setTimeout(r, answer.delayMs));
+      if (res.destroyed) return;
+      res.writeHead(answer.status ?? 200, { "content-type": "application/json", ...(answer.headers ?? {}) });
+      res.end(answer.body ?? "{}");
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${server.address().port}`;
+  return {
+    url,
+    received,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+  };
 }

@@ -2,21 +2,7 @@
 // receive the same event, and fenced acks settle each event exactly once.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { env, sql, uniqueKey } from "./helpers.mjs";
-
-async function rpc(name, args) {
-  const response = await fetch(`${env.REST_URL}/rpc/${name}`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      "content-profile": "integration",
-      apikey: env.SERVICE_ROLE_KEY,
-      authorization: `Bearer ${env.SERVICE_ROLE_KEY}`,
-    },
-    body: JSON.stringify(args),
-  });
-  return { status: response.status, body: await response.json() };
-}
+import { pauseRouter, resumeRouter, rpc, sql, uniqueKey } from "./helpers.mjs";
 
 test("4 concurrent claimers never receive the same event; each event is acked exactly once", async () => {
   const events = 400;
@@ -24,6 +10,8 @@ test("4 concurrent claimers never receive the same event; each event is acked ex
   sql(`insert into integration.routes (event_pattern, target_url, signing_secret)
        values ('claimtest${process.pid}.*', 'http://127.0.0.1:9/unused', 'whsec_Y2xhaW10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5')`);
   const prefix = uniqueKey("claim");
+  // These claimers stand in for the router, so the router stays out of the way.
+  await pauseRouter();
   sql(`insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, correlation_id)
        select 'odoo', '${prefix}-' || n, '${type}', 't', n::text, '{}', 'claimtest' from generate_series(1, ${events}) n`);
   try {
@@ -56,6 +44,7 @@ test("4 concurrent claimers never receive the same event; each event is acked ex
     );
   } finally {
     sql(`delete from integration.routes where event_pattern = 'claimtest${process.pid}.*'`);
+    resumeRouter();
   }
 });
 
