@@ -105,6 +105,8 @@ export function secrets() {
     env.ODOO_WEBHOOK_STANDARD_SECRET.slice("whsec_".length),
     env.SERVICE_ROLE_KEY,
     env.JWT_SECRET,
+    env.N8N_HANDLER_SIGNING_SECRET,
+    env.N8N_HANDLER_SIGNING_SECRET.slice("whsec_".length),
   ];
 }
 

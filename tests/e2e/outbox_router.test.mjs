@@ -4,8 +4,11 @@
 // the dead letter queue and come back through redrive.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { Webhook } from "standardwebhooks";
 import {
+  ROOT,
   ROUTER_URL,
   env,
   event,
@@ -234,4 +237,16 @@ test("only the service role may run the router; bad input is refused and runs no
   const ok = await runRouter();
   assert.equal(ok.status, 200);
   assert.equal(ok.json.summary.released, true);
+});
+
+test("no secret, bearer or route secret appears in the router's or the pg_net sender's log", () => {
+  const workerd = readFileSync(path.join(ROOT, ".local/workerd.log"), "utf8");
+  const sender = readFileSync(path.join(ROOT, ".local/pg-net-sender.log"), "utf8");
+  assert.ok(workerd.includes('"event":"drained"'), "router runs are logged");
+  assert.ok(sender.includes('"msg":"sent"'), "wake-ups are logged");
+  const routeSecret = ROUTE_SECRET.slice("whsec_".length);
+  for (const secret of [...secrets(), ROUTE_SECRET, routeSecret]) {
+    assert.ok(!workerd.includes(secret), "a secret leaked into the workerd log");
+    assert.ok(!sender.includes(secret), "a secret leaked into the pg_net sender log");
+  }
 });
