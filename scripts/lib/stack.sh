@@ -395,8 +395,9 @@ capnp_text() { # escape a value for a capnp string literal
   printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'
 }
 
-# Each function gets SUPABASE_URL, the two API keys, and every secret whose name
-# starts with its own name in upper snake case (odoo-webhook -> ODOO_WEBHOOK_*).
+# Each function gets SUPABASE_URL, the two API keys, and every secret (and every
+# setting in scripts/local/functions.env) whose name starts with its own name in
+# upper snake case (odoo-webhook -> ODOO_WEBHOOK_*).
 write_workerd_config() {
   load_secrets
   local name prefix ident const services="" workers="" table="" bindings key
@@ -412,6 +413,9 @@ write_workerd_config() {
     for key in $(grep -o "^${prefix}[A-Z0-9_]*" "$SECRETS" || true); do
       bindings+="      (name = \"$key\", text = \"$(capnp_text "${!key}")\"),"$'\n'
     done
+    while IFS='=' read -r key value; do
+      bindings+="      (name = \"$key\", text = \"$(capnp_text "$value")\"),"$'\n'
+    done < <(grep "^${prefix}[A-Z0-9_]*=" "$ROOT/scripts/local/functions.env" || true)
     workers+="const $const :Workerd.Worker = (
   modules = [
     (name = \"shim.js\", esModule = embed \"../functions/$name/build/index.js\"),
@@ -469,7 +473,8 @@ EOF
 workerd_stale() {
   local pf
   pf=$(pid_file workerd)
-  [ -n "$(find "$WORKERD_CONFIG" "$ROOT/scripts/local/gateway.js" "$ROOT"/functions/*/build/index_bg.wasm \
+  [ -n "$(find "$WORKERD_CONFIG" "$ROOT/scripts/local/gateway.js" "$ROOT/scripts/local/egress.js" \
+    "$ROOT"/functions/*/build/index_bg.wasm \
     -newer "$pf" -print -quit 2>/dev/null)" ]
 }
 
