@@ -17,6 +17,7 @@ import {
   runRouter,
   secrets,
   sql,
+  stack,
   startReceiver,
   tableCounts,
   uniqueKey,
@@ -237,6 +238,19 @@ test("only the service role may run the router; bad input is refused and runs no
   const ok = await runRouter();
   assert.equal(ok.status, 200);
   assert.equal(ok.json.summary.released, true);
+});
+
+test("PostgREST down: the router answers 503 upstream_unavailable and runs again after restart", async () => {
+  stack("stop_process postgrest");
+  try {
+    const down = await runRouter();
+    assert.equal(down.status, 503, JSON.stringify(down.json));
+    assert.equal(down.json.error.code, "upstream_unavailable");
+  } finally {
+    stack("start_postgrest");
+  }
+  const up = await runRouter();
+  assert.equal(up.status, 200, JSON.stringify(up.json));
 });
 
 test("no secret, bearer or route secret appears in the router's or the pg_net sender's log", () => {
