@@ -4,7 +4,8 @@
 //
 //   node ingest-client.mjs rpc|function CONCURRENCY SECONDS WARMUP_SECONDS
 // Reads SUPABASE_URL, SERVICE_ROLE_KEY and ODOO_WEBHOOK_SECRET from the environment.
-import { createHmac, randomBytes, createHash } from "node:crypto";
+import { randomBytes, createHash } from "node:crypto";
+import { signedOdooRequest } from "./odoo.mjs";
 
 const [mode, concurrency, seconds, warmup] = [process.argv[2], +process.argv[3], +process.argv[4], +process.argv[5]];
 const base = process.env.SUPABASE_URL;
@@ -51,22 +52,8 @@ function rpcRequest() {
 // (c) A signed event as Odoo sends it.
 function functionRequest() {
   const key = nextKey();
-  const body = JSON.stringify({ event_type: "expense.submitted", aggregate_type: "hr.expense", aggregate_id: String(sequence), payload });
-  const timestamp = String(Date.now());
-  const signature = createHmac("sha256", process.env.ODOO_WEBHOOK_SECRET).update(`${timestamp}.${body}`).digest("hex");
-  return [
-    `${base}/functions/v1/odoo-webhook`,
-    {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "x-ipai-timestamp": timestamp,
-        "x-ipai-signature": signature,
-        "x-idempotency-key": key,
-      },
-      body,
-    },
-  ];
+  const event = { event_type: "expense.submitted", aggregate_type: "hr.expense", aggregate_id: String(sequence), payload };
+  return signedOdooRequest(base, process.env.ODOO_WEBHOOK_SECRET, key, event);
 }
 
 const build = mode === "rpc" ? rpcRequest : functionRequest;
