@@ -42,19 +42,7 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
                 &correlation_id,
             )
         }
-        Err(err) => {
-            let fields = json!({ "code": err.code.as_str(), "status": err.status() });
-            if err.status() >= 500 {
-                log.error("failed", fields);
-            } else {
-                log.warn("rejected", fields);
-            }
-            if err.code == ErrorCode::MethodNotAllowed {
-                let body = err.envelope(&correlation_id);
-                return http::json_with_headers(405, &body, &correlation_id, &[("allow", "POST")]);
-            }
-            http::error(&err, &correlation_id)
-        }
+        Err(err) => http::refusal(&err, &log),
     }
 }
 
