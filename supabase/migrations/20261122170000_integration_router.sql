@@ -193,6 +193,65 @@ begin
 end;
 $$;
 
+-- Whether p_lease_token holds p_id's lease; when it does the row is locked
+-- for settling. The fence under lock_lease (which refuses) and settle_outbox
+-- (which counts).
+create function integration.holds_lease(p_id uuid, p_lease_token uuid)
+returns boolean
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform 1 from integration.outbox
+  where id = p_id and lock_token = p_lease_token and status = 'processing'
+  for update;
+  return found;
+end;
+$$;
+
+-- Completes an event whose lease the caller holds.
+create function integration.complete_leased(p_id uuid)
+returns void
+language sql
+security definer
+set search_path = ''
+as $$
+  update integration.outbox set
+    status = 'completed', completed_at = now(),
+    locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
+  where id = p_id;
+$$;
+
+-- ack_outbox and lock_lease, unchanged in behaviour, on the two helpers above.
+create or replace function integration.lock_lease(p_id uuid, p_lease_token uuid)
+returns void
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if not integration.holds_lease(p_id, p_lease_token) then
+    raise exception using
+      errcode = 'PT409', message = 'stale_lease',
+      detail = 'the event is not leased with this token (the lease expired and was reclaimed, or it was already settled)';
+  end if;
+end;
+$$;
+
+create or replace function integration.ack_outbox(p_id uuid, p_lease_token uuid)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform integration.lock_lease(p_id, p_lease_token);
+  perform integration.complete_leased(p_id);
+  return jsonb_build_object('id', p_id, 'status', 'completed');
+end;
+$$;
+
 -- Settles a delivered batch in one call: each element is
 -- {id, lease_token, ok, error?, retry_after_seconds?}. An element whose lease
 -- is stale (expired and reclaimed, or already settled) changes nothing and is
@@ -227,16 +286,10 @@ begin
        or v_retry_after < 0 then
       raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'each result needs id, lease_token and a boolean ok; retry_after_seconds must not be negative';
     end if;
-    perform 1 from integration.outbox
-    where id = v_id and lock_token = v_token and status = 'processing'
-    for update;
-    if not found then
+    if not integration.holds_lease(v_id, v_token) then
       v_stale := v_stale || to_jsonb(v_id);
     elsif (v_result->>'ok')::boolean then
-      update integration.outbox set
-        status = 'completed', completed_at = now(),
-        locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
-      where id = v_id;
+      perform integration.complete_leased(v_id);
       v_acked := v_acked + 1;
     else
       perform integration.record_failure(

@@ -27,14 +27,7 @@ pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let log = Log::new(FUNCTION, &correlation_id);
     let outcome = handle(req, &env, &ctx, &correlation_id, &log).await;
     match outcome {
-        Ok(body) => {
-            let status = if body.get("summary").is_some() {
-                200
-            } else {
-                202
-            };
-            http::json(status, &body, &correlation_id)
-        }
+        Ok((status, body)) => http::json(status, &body, &correlation_id),
         Err(err) => http::refusal(&err, &log),
     }
 }
@@ -45,7 +38,7 @@ async fn handle(
     ctx: &Context,
     correlation_id: &str,
     log: &Log<'_>,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<(u16, serde_json::Value), ApiError> {
     request::require_post(req.method().as_ref())?;
     let config = Config::load(env).map_err(|e| {
         log.error("config_invalid", json!({ "reason": e.0 }));
@@ -67,7 +60,8 @@ async fn handle(
     );
     if invocation.wait {
         let summary = run_logged(&config, &worker_id, correlation_id).await?;
-        return Ok(json!({ "ok": true, "summary": summary, "correlation_id": correlation_id }));
+        let body = json!({ "ok": true, "summary": summary, "correlation_id": correlation_id });
+        return Ok((200, body));
     }
     let (config, worker_id, cid) = (
         config.clone(),
@@ -77,7 +71,10 @@ async fn handle(
     ctx.wait_until(async move {
         let _ = run_logged(&config, &worker_id, &cid).await;
     });
-    Ok(json!({ "ok": true, "accepted": true, "correlation_id": correlation_id }))
+    Ok((
+        202,
+        json!({ "ok": true, "accepted": true, "correlation_id": correlation_id }),
+    ))
 }
 
 /// A run and its one log line: `drained` with the summary, or `drain_failed`.
