@@ -27,21 +27,10 @@ pub fn is_valid(id: &str) -> bool {
 pub fn new_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the platform provides randomness");
-    uuid_v4(bytes)
-}
-
-fn uuid_v4(mut b: [u8; 16]) -> String {
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -75,8 +64,22 @@ mod tests {
     }
 
     #[test]
-    fn uuid_has_version_and_variant_bits() {
-        let id = uuid_v4([0xff; 16]);
-        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+    fn generated_ids_are_uuid_v4() {
+        let id = uuid::Uuid::parse_str(&new_id()).unwrap();
+        assert_eq!(id.get_version_num(), 4);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+    }
+
+    proptest::proptest! {
+        /// Whatever comes in, what goes out is a valid id, and a valid caller
+        /// id is kept as it is (trimmed).
+        #[test]
+        fn the_result_is_always_a_valid_id(header in proptest::option::of("\\PC{0,140}|[A-Za-z0-9._:-]{1,130}")) {
+            let id = from_header_or_new(header.as_deref());
+            proptest::prop_assert!(is_valid(&id));
+            if let Some(h) = header.as_deref().map(str::trim).filter(|h| is_valid(h)) {
+                proptest::prop_assert_eq!(id, h);
+            }
+        }
     }
 }

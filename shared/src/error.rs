@@ -4,11 +4,15 @@
 //! Every rejected request is answered with the same envelope:
 //! `{"ok":false,"error":{"code","message","details"?},"correlation_id"}`.
 //! Codes are part of the public contract: callers branch on them, so a code is
-//! never renamed, only added.
+//! never renamed, only added. The variant list is the only list of codes: the
+//! strings come from strum's derive, the statuses from `http_status`'s
+//! exhaustive match, and tests iterate the enum itself.
 
 use serde_json::{json, Value};
+use strum::{EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, EnumString, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     MethodNotAllowed,
     PayloadTooLarge,
@@ -16,55 +20,30 @@ pub enum ErrorCode {
     InvalidHeader,
     TimestampOutOfWindow,
     InvalidSignature,
+    /// No credentials, or credentials that are not recognised.
+    Unauthorized,
+    /// Recognised credentials that may not do this.
     Forbidden,
     InvalidJson,
     ValidationFailed,
     IdempotencyConflict,
     ReplayedRequest,
+    /// A lease token that no longer holds its lease (SQL `stale_lease`).
+    StaleLease,
     UpstreamUnavailable,
+    #[strum(serialize = "server_misconfigured")]
     Misconfigured,
+    #[strum(serialize = "internal_error")]
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::MissingHeader,
-        ErrorCode::InvalidHeader,
-        ErrorCode::TimestampOutOfWindow,
-        ErrorCode::InvalidSignature,
-        ErrorCode::Forbidden,
-        ErrorCode::InvalidJson,
-        ErrorCode::ValidationFailed,
-        ErrorCode::IdempotencyConflict,
-        ErrorCode::ReplayedRequest,
-        ErrorCode::UpstreamUnavailable,
-        ErrorCode::Misconfigured,
-        ErrorCode::Internal,
-    ];
-
     pub fn parse(code: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+        code.parse().ok()
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::MissingHeader => "missing_header",
-            ErrorCode::InvalidHeader => "invalid_header",
-            ErrorCode::TimestampOutOfWindow => "timestamp_out_of_window",
-            ErrorCode::InvalidSignature => "invalid_signature",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::ValidationFailed => "validation_failed",
-            ErrorCode::IdempotencyConflict => "idempotency_conflict",
-            ErrorCode::ReplayedRequest => "replayed_request",
-            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
-            ErrorCode::Misconfigured => "server_misconfigured",
-            ErrorCode::Internal => "internal_error",
-        }
+        self.into()
     }
 
     pub fn http_status(self) -> u16 {
@@ -72,10 +51,14 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::MissingHeader | ErrorCode::InvalidHeader | ErrorCode::InvalidJson => 400,
-            ErrorCode::TimestampOutOfWindow | ErrorCode::InvalidSignature => 401,
+            ErrorCode::TimestampOutOfWindow
+            | ErrorCode::InvalidSignature
+            | ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::ValidationFailed => 422,
-            ErrorCode::IdempotencyConflict | ErrorCode::ReplayedRequest => 409,
+            ErrorCode::IdempotencyConflict | ErrorCode::ReplayedRequest | ErrorCode::StaleLease => {
+                409
+            }
             ErrorCode::UpstreamUnavailable => 503,
             ErrorCode::Misconfigured | ErrorCode::Internal => 500,
         }
@@ -89,6 +72,10 @@ impl ErrorCode {
             _ => None,
         }
     }
+
+    pub fn all() -> impl Iterator<Item = ErrorCode> {
+        ErrorCode::iter()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +83,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Option<Value>,
+    /// What went wrong inside, for the request's log line only; never sent.
+    pub cause: Option<String>,
 }
 
 impl ApiError {
@@ -104,12 +93,27 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            cause: None,
         }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
+    }
+
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// `validation_failed` with one `{field, problem}` entry per problem.
+    pub fn invalid(message: impl Into<String>, problems: Vec<Problem>) -> Self {
+        let details = problems
+            .into_iter()
+            .map(|p| json!({ "field": p.field, "problem": p.problem }))
+            .collect();
+        ApiError::new(ErrorCode::ValidationFailed, message).with_details(Value::Array(details))
     }
 
     pub fn status(&self) -> u16 {
@@ -125,6 +129,22 @@ impl ApiError {
     }
 }
 
+/// One invalid field of a request, as `validation_failed` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub problem: String,
+}
+
+impl Problem {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Problem {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.message)
@@ -136,41 +156,87 @@ impl std::error::Error for ApiError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
-    fn every_code_is_unique_and_maps_to_an_error_status() {
-        let mut seen = std::collections::HashSet::new();
-        for code in ErrorCode::ALL {
-            assert!(
-                seen.insert(code.as_str()),
-                "duplicate code {}",
-                code.as_str()
-            );
+    fn every_code_round_trips_is_unique_and_maps_to_an_error_status() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::all() {
+            assert!(seen.insert(code.as_str()), "duplicate {}", code.as_str());
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
             assert!((400..600).contains(&code.http_status()));
+            assert!(code
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
         }
+        assert_eq!(ErrorCode::parse("Internal"), None);
+        assert_eq!(ErrorCode::Misconfigured.as_str(), "server_misconfigured");
     }
 
     #[test]
     fn client_faults_are_4xx_and_only_upstream_faults_are_retryable() {
-        for code in ErrorCode::ALL {
+        for code in ErrorCode::all() {
             let retry = code.retry_after_seconds().is_some();
             assert_eq!(retry, code.http_status() == 503, "{}", code.as_str());
         }
-        assert_eq!(ErrorCode::ReplayedRequest.http_status(), 409);
-        assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
     }
 
     #[test]
-    fn envelope_carries_code_message_details_and_correlation_id() {
-        let err = ApiError::new(ErrorCode::ValidationFailed, "bad fields")
-            .with_details(json!([{ "field": "event_type", "problem": "required" }]));
+    fn envelope_carries_code_message_details_and_correlation_id_but_never_the_cause() {
+        let err = ApiError::invalid(
+            "bad fields",
+            vec![Problem::new("event_type", "is required")],
+        )
+        .with_cause("db said: secret-ish detail");
         let body = err.envelope("cid-1");
         assert_eq!(body["ok"], false);
         assert_eq!(body["error"]["code"], "validation_failed");
         assert_eq!(body["error"]["message"], "bad fields");
         assert_eq!(body["error"]["details"][0]["field"], "event_type");
         assert_eq!(body["correlation_id"], "cid-1");
+        assert!(!body.to_string().contains("secret-ish"));
         let plain = ApiError::new(ErrorCode::InvalidJson, "x").envelope("c");
         assert!(plain["error"].get("details").is_none());
+    }
+
+    /// Every `raise ... using errcode = 'PTnnn', message = '<code>'` in the
+    /// live schema names a known code whose status is nnn, so no refusal from
+    /// SQL surfaces as `internal_error` or with another status than PostgREST's.
+    /// Read from supabase/schema.sql, the dump of the migrated database.
+    #[test]
+    fn every_message_raised_by_sql_is_a_known_code_with_the_same_status() {
+        // Raised by triggers on tables no function writes directly.
+        const SQL_ONLY: [&str; 1] = ["event_log_immutable"];
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../supabase/schema.sql");
+        let schema = std::fs::read_to_string(path).expect("supabase/schema.sql exists");
+        let mut raised = 0;
+        for raise in schema.split("raise exception using").skip(1) {
+            let clause = &raise[..raise.find(';').unwrap_or(raise.len())];
+            let quoted = |key: &str| {
+                let at = clause.find(key)? + key.len();
+                let rest = clause[at..].trim_start().strip_prefix('=')?.trim_start();
+                let rest = rest.strip_prefix('\'')?;
+                Some(rest[..rest.find('\'')?].to_string())
+            };
+            let (Some(errcode), Some(message)) = (quoted("errcode"), quoted("message")) else {
+                panic!("a raise without errcode and message: {clause}");
+            };
+            raised += 1;
+            if SQL_ONLY.contains(&message.as_str()) {
+                continue;
+            }
+            let code = ErrorCode::parse(&message)
+                .unwrap_or_else(|| panic!("SQL raises unknown code {message:?}"));
+            let status = errcode
+                .strip_prefix("PT")
+                .and_then(|s| s.parse::<u16>().ok());
+            assert_eq!(
+                status,
+                Some(code.http_status()),
+                "{message} is raised with errcode {errcode}"
+            );
+        }
+        assert!(raised >= 5, "found only {raised} raises in schema.sql");
     }
 }

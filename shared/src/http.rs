@@ -5,42 +5,30 @@ use serde_json::Value;
 use worker::{Headers, Response};
 
 use crate::correlation;
-use crate::error::{ApiError, ErrorCode};
-use crate::log::Log;
+use crate::error::ApiError;
 
 pub fn json(status: u16, body: &Value, correlation_id: &str) -> worker::Result<Response> {
     json_with_headers(status, body, correlation_id, &[])
 }
 
-pub fn error(err: &ApiError, correlation_id: &str) -> worker::Result<Response> {
+/// The error envelope, with `retry-after` for retryable faults and any
+/// `extra` headers (`allow` on a 405).
+pub fn error(
+    err: &ApiError,
+    correlation_id: &str,
+    extra: &[(&str, &str)],
+) -> worker::Result<Response> {
     let retry_after = err.code.retry_after_seconds().map(|s| s.to_string());
-    let extra: Vec<(&str, &str)> = retry_after
-        .iter()
-        .map(|s| ("retry-after", s.as_str()))
-        .collect();
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if let Some(seconds) = &retry_after {
+        headers.push(("retry-after", seconds));
+    }
     json_with_headers(
         err.status(),
         &err.envelope(correlation_id),
         correlation_id,
-        &extra,
+        &headers,
     )
-}
-
-/// The answer to a refused or failed request, and its one log line:
-/// `rejected` (4xx) or `failed` (5xx). Every function here takes POST only,
-/// so a 405 says `Allow: POST`.
-pub fn refusal(err: &ApiError, log: &Log<'_>) -> worker::Result<Response> {
-    let fields = serde_json::json!({ "code": err.code.as_str(), "status": err.status() });
-    if err.status() >= 500 {
-        log.error("failed", fields);
-    } else {
-        log.warn("rejected", fields);
-    }
-    if err.code == ErrorCode::MethodNotAllowed {
-        let body = err.envelope(log.correlation_id);
-        return json_with_headers(405, &body, log.correlation_id, &[("allow", "POST")]);
-    }
-    error(err, log.correlation_id)
 }
 
 pub fn json_with_headers(

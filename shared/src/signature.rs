@@ -571,4 +571,67 @@ mod tests {
         assert!(SigningKey::standard("whsec_!!!").is_err());
         assert!(SigningKey::standard("whsec_c2hvcnQ=").is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header_value() -> impl Strategy<Value = Option<String>> {
+            proptest::option::of(
+                "\\PC{0,80}|[0-9]{1,20}|v1,[A-Za-z0-9+/=]{0,60}|sha256=[0-9a-fA-F]{64}",
+            )
+        }
+
+        proptest! {
+            /// Any headers and body: a verification or a 4xx, never a panic.
+            #[test]
+            fn arbitrary_requests_are_refused_with_client_codes(
+                ts in header_value(), sig in header_value(), key in header_value(),
+                id in header_value(), std_ts in header_value(), std_sig in header_value(),
+                body in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let pairs: Vec<(&str, String)> = [
+                    (IPAI_TIMESTAMP, ts), (IPAI_SIGNATURE, sig), (IDEMPOTENCY_KEY, key),
+                    (WEBHOOK_ID, id), (WEBHOOK_TIMESTAMP, std_ts), (WEBHOOK_SIGNATURE, std_sig),
+                ].into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+                let result = verify(&lookup(&pairs), &body, &keys(), &[std_key()], NOW, DEFAULT_TOLERANCE_MS);
+                if let Err(err) = result {
+                    prop_assert!((400..500).contains(&err.status()), "{}", err);
+                }
+            }
+
+            /// Any configured secret: a key or a reason, never a panic.
+            #[test]
+            fn secrets_parse_or_are_refused(secret in "\\PC{0,80}|whsec_[A-Za-z0-9+/=]{0,60}") {
+                let _ = SigningKey::ipai(&secret);
+                if let Ok(key) = SigningKey::standard(&secret) {
+                    prop_assert!(secret.starts_with("whsec_") && key.id().starts_with("key_"));
+                }
+            }
+
+            /// A correct signature verifies, and changing any byte of the body
+            /// breaks it.
+            #[test]
+            fn signatures_cover_every_byte(body in prop::collection::vec(any::<u8>(), 1..64), at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+                let pairs = ipai_headers(CURRENT, NOW, &body);
+                prop_assert!(verify_ipai(&lookup(&pairs), &body, &keys(), NOW, DEFAULT_TOLERANCE_MS).is_ok());
+                let mut tampered = body.clone();
+                let i = at.index(tampered.len());
+                tampered[i] ^= flip;
+                prop_assert_eq!(
+                    code(verify_ipai(&lookup(&pairs), &tampered, &keys(), NOW, DEFAULT_TOLERANCE_MS)),
+                    ErrorCode::InvalidSignature
+                );
+                let key = std_key();
+                let ts = NOW / 1000;
+                let std = std_pairs("msg_p", ts, sign_standard(&key, "msg_p", ts, &body));
+                let keys = std::slice::from_ref(&key);
+                prop_assert!(verify_standard(&lookup(&std), &body, keys, NOW, DEFAULT_TOLERANCE_MS).is_ok());
+                prop_assert_eq!(
+                    code(verify_standard(&lookup(&std), &tampered, keys, NOW, DEFAULT_TOLERANCE_MS)),
+                    ErrorCode::InvalidSignature
+                );
+            }
+        }
+    }
 }

@@ -1,10 +1,14 @@
-//! Clock access and the few timestamp rules the functions share.
+//! Clock access and the timestamp rules the functions share. Parsing is
+//! chrono's (already compiled into every worker); what is checked here on top
+//! is what Postgres would refuse, so such input is a 4xx, not a database error.
+
+use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat, Timelike};
 
 /// Milliseconds since the Unix epoch, from the runtime's clock.
 pub fn now_ms() -> i64 {
     #[cfg(target_arch = "wasm32")]
     {
-        js_sys_now()
+        worker::Date::now().as_millis() as i64
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -15,85 +19,143 @@ pub fn now_ms() -> i64 {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-fn js_sys_now() -> i64 {
-    worker::Date::now().as_millis() as i64
+/// Postgres refuses time zone displacements beyond ±15:59:59.
+const MAX_PG_OFFSET_SECONDS: i32 = 15 * 3600 + 59 * 60 + 59;
+
+/// An RFC 3339 date-time with an explicit offset (`2026-01-22T07:26:26Z`,
+/// `2026-01-22 07:26:26.855+08:00`) that a Postgres `timestamptz` can hold,
+/// normalised to microseconds (Postgres' precision; the offset is kept so the
+/// year stays within four digits): a real calendar
+/// date in years 0001-9999, an offset within ±15:59, no leap second.
+/// `Err` says what is wrong, for a validation problem.
+pub fn parse_timestamptz(value: &str) -> Result<String, &'static str> {
+    let parsed = DateTime::parse_from_rfc3339(value)
+        .map_err(|_| "must be an RFC 3339 date-time with an offset, on a real calendar date")?;
+    check_storable(&parsed)?;
+    Ok(parsed.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
-/// RFC 3339 date-time with an explicit offset, as Postgres `timestamptz`
-/// accepts it: `2026-01-22T07:26:26Z`, `2026-01-22T07:26:26.855+08:00`.
-pub fn is_rfc3339(value: &str) -> bool {
-    let b = value.as_bytes();
-    if b.len() < 20 || b.len() > 35 {
-        return false;
+fn check_storable(at: &DateTime<FixedOffset>) -> Result<(), &'static str> {
+    if at.year() < 1 {
+        return Err("must be in the years 0001 to 9999");
     }
-    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
-    let num = |range: std::ops::Range<usize>| value[range].parse::<u32>().unwrap_or(99);
-    let date_ok = digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10);
-    let sep_ok = matches!(b[10], b'T' | b't' | b' ');
-    let time_ok =
-        digits(11..13) && b[13] == b':' && digits(14..16) && b[16] == b':' && digits(17..19);
-    if !(date_ok && sep_ok && time_ok) {
-        return false;
+    if at.offset().local_minus_utc().abs() > MAX_PG_OFFSET_SECONDS {
+        return Err("must have an offset between -15:59 and +15:59");
     }
-    if !(1..=12).contains(&num(5..7))
-        || !(1..=31).contains(&num(8..10))
-        || num(11..13) > 23
-        || num(14..16) > 59
-        || num(17..19) > 60
-    {
-        return false;
+    if at.nanosecond() >= 1_000_000_000 {
+        return Err("must not be a leap second");
     }
-    let mut rest = &value[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 || n > 9 {
-            return false;
-        }
-        rest = &frac[n..];
+    Ok(())
+}
+
+/// An HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) as Unix ms.
+pub fn parse_http_date_ms(value: &str) -> Option<i64> {
+    if !value.ends_with(" GMT") {
+        return None;
     }
-    match rest.as_bytes() {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => {
-            [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
-                && rest[1..3].parse::<u32>().unwrap_or(99) <= 23
-        }
-        _ => false,
-    }
+    DateTime::parse_from_rfc2822(value)
+        .ok()
+        .map(|at| at.timestamp_millis())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn accepts_rfc3339_with_offset() {
-        for ok in [
-            "2026-01-22T07:26:26Z",
-            "2026-01-22T07:26:26.855682+00:00",
-            "2026-01-22 07:26:26-05:30",
+    fn accepts_rfc3339_with_offset_and_normalises_to_utc() {
+        for (input, stored) in [
+            ("2026-01-22T07:26:26Z", "2026-01-22T07:26:26.000000Z"),
+            (
+                "2026-01-22T07:26:26.855682+00:00",
+                "2026-01-22T07:26:26.855682Z",
+            ),
+            (
+                "2026-01-22 07:26:26-05:30",
+                "2026-01-22T07:26:26.000000-05:30",
+            ),
+            ("2028-02-29t00:00:00z", "2028-02-29T00:00:00.000000Z"),
+            (
+                "0001-01-01T00:00:00+15:59",
+                "0001-01-01T00:00:00.000000+15:59",
+            ),
+            (
+                "9999-12-31T23:59:59.123456789-15:59",
+                "9999-12-31T23:59:59.123456-15:59",
+            ),
         ] {
-            assert!(is_rfc3339(ok), "{ok}");
+            assert_eq!(parse_timestamptz(input).as_deref(), Ok(stored), "{input}");
         }
     }
 
     #[test]
-    fn refuses_dates_without_offset_or_out_of_range() {
+    fn refuses_what_postgres_cannot_store_or_is_not_a_date() {
         for bad in [
             "2026-01-22",
             "2026-01-22T07:26:26",
             "2026-13-22T07:26:26Z",
             "2026-01-22T25:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2027-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "2026-01-22T07:26:26+16:00",
+            "2026-01-22T07:26:26-23:59",
+            "2026-06-30T23:59:60Z",
             "yesterday",
             "2026-01-22T07:26:26.Z",
             "2026-01-22T07:26:26+0800",
+            " 2026-01-22T07:26:26Z",
         ] {
-            assert!(!is_rfc3339(bad), "{bad}");
+            assert!(parse_timestamptz(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdates_in_gmt() {
+        assert_eq!(
+            parse_http_date_ms("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        for bad in [
+            "",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date_ms(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn native_clock_is_after_2026() {
         assert!(now_ms() > 1_767_225_600_000);
+    }
+
+    proptest! {
+        /// Whatever is accepted is canonical: parsing it again gives itself.
+        #[test]
+        fn accepted_values_are_canonical(
+            s in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?([Zz]|[+-][0-9]{2}:[0-9]{2})|\\PC{0,40}"
+        ) {
+            if let Ok(stored) = parse_timestamptz(&s) {
+                prop_assert_eq!(parse_timestamptz(&stored), Ok(stored.clone()));
+            }
+        }
+
+        #[test]
+        fn every_real_instant_in_range_round_trips(
+            secs in -62_135_596_800i64..253_402_300_799i64,
+            micros in 0u32..1_000_000,
+            offset_minutes in -959i32..=959,
+        ) {
+            let offset = FixedOffset::east_opt(offset_minutes * 60).unwrap();
+            let at = DateTime::from_timestamp(secs, micros * 1000).unwrap().with_timezone(&offset);
+            prop_assume!(at.year() >= 1 && at.year() <= 9999);
+            let text = at.to_rfc3339_opts(SecondsFormat::Micros, false);
+            let stored = parse_timestamptz(&text).unwrap();
+            prop_assert_eq!(DateTime::parse_from_rfc3339(&stored).unwrap(), at);
+        }
     }
 }

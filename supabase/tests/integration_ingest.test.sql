@@ -37,7 +37,12 @@ create function pg_temp.counts() returns text language sql security definer as $
   from pg_temp.baseline b
 $$;
 
-select is(pg_temp.counts(), 'outbox=0 event_log=0 guard=0', 'baseline taken');
+-- The outbox row is inserted before the digest is checked: the refusal must
+-- roll it back.
+select throws_ok(
+  $$ select integration.ingest_event('odoo', 'k-x' || (select tag from run), 't', 't', '1', '{}', 'c', 'ipai-hmac', 'key', null, pg_temp.digest('c'), null) $$,
+  'PT422', 'validation_failed', 'a digest without its expiry is refused');
+select is(pg_temp.counts(), 'outbox=0 event_log=0 guard=0', 'the refused call left no outbox row behind');
 
 set local role service_role;
 create temp table first_call on commit drop as
@@ -84,9 +89,6 @@ select is(pg_temp.counts(), 'outbox=1 event_log=1 guard=1', 'a replay writes not
 -- Events without a replay digest (Standard Webhooks: the id is signed).
 select is(pg_temp.ingest('msg_1', '{}') ->> 'duplicate', 'false', 'an event without a digest is accepted');
 select is(pg_temp.counts(), 'outbox=2 event_log=2 guard=1', 'and writes no guard entry');
-select throws_ok(
-  $$ select integration.ingest_event('odoo', 'k-x' || (select tag from run), 't', 't', '1', '{}', 'c', 'ipai-hmac', 'key', null, pg_temp.digest('c'), null) $$,
-  '22023', null, 'a digest without its expiry is refused');
 
 -- Table constraints back the function's validation.
 select throws_ok(

@@ -10,7 +10,7 @@ update integration.outbox set lease_expires_at = now() + interval '100 years' wh
 delete from integration.routes;
 insert into integration.routes (event_pattern, target_url, signing_secret) values
   ('expense.*', 'http://127.0.0.1:9/expense', 'whsec_ZXhwZW5zZS1zZWNyZXQtMDEyMzQ1Njc4OQ==');
-select integration.configure_router('http://127.0.0.1:9/functions/v1/outbox-router', 'service-key-for-test');
+select integration.configure_router('http://127.0.0.1:9/functions/v1/outbox-router', 'syi_token-for-test-0123456789abcdef');
 update integration.router_signal set active_until = null, wakes_sent = 0;
 
 create function pg_temp.wakes() returns bigint language sql as $$
@@ -37,7 +37,7 @@ select is(pg_temp.queued(), :queued0 + 1::bigint, 'the wake-up is queued through
 select is((select url from net.http_request_queue order by id desc limit 1),
   'http://127.0.0.1:9/functions/v1/outbox-router', 'the wake-up goes to the configured router URL');
 select is((select headers ->> 'Authorization' from net.http_request_queue order by id desc limit 1),
-  'Bearer service-key-for-test', 'the wake-up carries the configured bearer');
+  'Bearer syi_token-for-test-0123456789abcdef', 'the wake-up carries the router''s invocation token');
 select is((select convert_from(body, 'UTF8')::jsonb ->> 'reason' from net.http_request_queue order by id desc limit 1),
   'insert', 'the wake-up says why');
 select ok((select active_until > clock_timestamp() from integration.router_signal), 'the router counts as active');
@@ -154,7 +154,7 @@ select ok(not has_function_privilege('service_role', 'integration.wake_router(te
   'service_role cannot send wake-ups, reconfigure the router or bypass the redrive RPC');
 select ok(not has_table_privilege('service_role', 'integration.router_signal', 'select')
   and not has_table_privilege('authenticated', 'integration.router_signal', 'select'),
-  'the router''s URL and bearer are readable by no API role');
+  'the router''s coalescing state is readable by no API role');
 
 select * from finish();
 rollback;

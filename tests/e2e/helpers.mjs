@@ -107,6 +107,7 @@ export function secrets() {
     env.JWT_SECRET,
     env.N8N_HANDLER_SIGNING_SECRET,
     env.N8N_HANDLER_SIGNING_SECRET.slice("whsec_".length),
+    env.OUTBOX_ROUTER_INVOCATION_TOKEN,
   ];
 }
 
@@ -125,11 +126,15 @@ export async function rpc(name, args) {
   return { status: response.status, body: await response.json() };
 }
 
-/** Runs the router inside the request (`?wait=true`) and returns its answer. */
-export async function runRouter(reason = "manual") {
+/**
+ * Runs the router inside the request (`?wait=true`) and returns its answer,
+ * as an operator would (service role key) or as the database does (`bearer`:
+ * the router's invocation token).
+ */
+export async function runRouter(reason = "manual", bearer = env.SERVICE_ROLE_KEY) {
   const response = await fetch(`${ROUTER_URL}?wait=true`, {
     method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${env.SERVICE_ROLE_KEY}` },
+    headers: { "content-type": "application/json", authorization: `Bearer ${bearer}` },
     body: JSON.stringify({ reason }),
   });
   return { status: response.status, json: await response.json() };

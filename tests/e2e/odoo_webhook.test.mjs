@@ -115,6 +115,12 @@ test("every rejection class answers its code in the envelope and writes nothing"
     ["signed non-JSON", 400, "invalid_json", { rawBody: "{not json" }],
     ["signed empty object", 422, "validation_failed", { rawBody: "{}" }],
     ["signed array payload", 422, "validation_failed", { rawBody: JSON.stringify(event({ payload: [] })) }],
+    // Authentic events the database could not store: 422 naming the field, not a 500.
+    ["NUL in a payload string", 422, "validation_failed", { rawBody: JSON.stringify(event({ payload: { note: "a\u0000b" } })) }],
+    ["NUL in a payload key", 422, "validation_failed", { rawBody: JSON.stringify(event({ payload: { "k\u0000": 1 } })) }],
+    ["February 30th", 422, "validation_failed", { rawBody: JSON.stringify(event({ occurred_at: "2026-02-30T10:00:00Z" })) }],
+    ["offset beyond Postgres' ±15:59", 422, "validation_failed", { rawBody: JSON.stringify(event({ occurred_at: "2026-01-01T10:00:00+23:00" })) }],
+    ["year 0000", 422, "validation_failed", { rawBody: JSON.stringify(event({ occurred_at: "0000-01-01T00:00:00Z" })) }],
     ["standard scheme without its headers", 400, "missing_header", { headers: { "webhook-signature": "v1,abc" } }],
   ];
   for (const [name, status, code, options] of cases) {
@@ -125,6 +131,43 @@ test("every rejection class answers its code in the envelope and writes nothing"
     if (status === 405) assert.equal(res.headers.get("allow"), "POST");
     if (code === "validation_failed") assert.ok(Array.isArray(res.json.error.details), name);
   }
+});
+
+test("a value the database cannot store is named by its path", async () => {
+  const res = await postSigned(null, {
+    rawBody: JSON.stringify(event({ payload: { lines: [{ ok: 1 }, { name: "x\u0000" }] }, occurred_at: "2027-02-29T00:00:00Z" })),
+  });
+  assertEnvelope(res, 422, "validation_failed");
+  assert.deepEqual(res.json.error.details.map((d) => d.field), ["payload.lines[1].name", "occurred_at"]);
+});
+
+test("a body streamed without a length is cut off at 256 KiB: 413, nothing written", async () => {
+  const before = tableCounts();
+  const chunk = new TextEncoder().encode("x".repeat(64 * 1024));
+  let sent = 0;
+  const body = new ReadableStream({
+    pull(controller) {
+      // 1 MiB in all, unless the function stops reading first.
+      if (sent++ < 16) controller.enqueue(chunk);
+      else controller.close();
+    },
+  });
+  const timestamp = Date.now();
+  const response = await fetch(WEBHOOK_URL, {
+    method: "POST",
+    body,
+    duplex: "half",
+    headers: {
+      "content-type": "application/json",
+      "x-ipai-timestamp": String(timestamp),
+      "x-ipai-signature": "0".repeat(64),
+      "x-idempotency-key": uniqueKey(),
+    },
+  });
+  const json = await response.json();
+  assert.equal(response.status, 413, JSON.stringify(json));
+  assert.equal(json.error.code, "payload_too_large");
+  assert.equal(tableCounts(), before);
 });
 
 test("a validation failure names every invalid field", async () => {

@@ -48,11 +48,41 @@ test("4 concurrent claimers never receive the same event; each event is acked ex
   }
 });
 
-test("a stale lease token is refused over HTTP with 409 stale_lease", async () => {
-  const { status, body } = await rpc("ack_outbox", {
-    p_id: "00000000-0000-4000-8000-000000000000",
-    p_lease_token: "00000000-0000-4000-8000-000000000000",
-  });
-  assert.equal(status, 409);
-  assert.equal(body.message, "stale_lease");
+test("an ack whose lease expired and was reclaimed is refused with 409 stale_lease and changes nothing", async () => {
+  const pattern = `staletest${process.pid}.*`;
+  const type = pattern.replace("*", "created");
+  sql(`insert into integration.routes (event_pattern, target_url, signing_secret)
+       values ('${pattern}', 'http://127.0.0.1:9/unused', 'whsec_Y2xhaW10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5')`);
+  await pauseRouter();
+  try {
+    const [id] = sql(`insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, correlation_id)
+         values ('odoo', '${uniqueKey("stale")}', '${type}', 't', '1', '{}', 'staletest') returning id`).split("\n");
+    // Claim until this event is leased (older pending events may come first).
+    let leased;
+    for (let round = 0; !leased && round < 100; round++) {
+      const { status, body } = await rpc("claim_outbox", { p_worker: "stale-test", p_batch_size: 100, p_lease_seconds: 60 });
+      assert.equal(status, 200, JSON.stringify(body));
+      leased = body.find((e) => e.id === id);
+    }
+    assert.ok(leased, "the event was claimed");
+    // Its lease runs out and pg_cron's reclaim hands it back to the queue.
+    sql(`update integration.outbox set lease_expires_at = now() - interval '1 second' where id = '${id}'`);
+    sql("select integration.reclaim_expired_leases()");
+    const before = sql(`select status || '|' || attempts || '|' || last_error || '|' || updated_at from integration.outbox where id = '${id}'`);
+    assert.match(before, /^pending\|1\|lease expired before ack or fail\|/);
+
+    const late = await rpc("ack_outbox", { p_id: id, p_lease_token: leased.lease_token });
+    assert.equal(late.status, 409, JSON.stringify(late.body));
+    assert.equal(late.body.message, "stale_lease");
+    const lateFail = await rpc("fail_outbox", { p_id: id, p_lease_token: leased.lease_token, p_error: "late" });
+    assert.equal(lateFail.status, 409, JSON.stringify(lateFail.body));
+    assert.equal(
+      sql(`select status || '|' || attempts || '|' || last_error || '|' || updated_at from integration.outbox where id = '${id}'`),
+      before,
+      "the late ack and fail changed nothing",
+    );
+  } finally {
+    sql(`delete from integration.routes where event_pattern = '${pattern}'`);
+    resumeRouter();
+  }
 });

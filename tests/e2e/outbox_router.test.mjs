@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { Webhook } from "standardwebhooks";
+import { createHmac } from "node:crypto";
 import {
   ROOT,
   ROUTER_URL,
@@ -35,6 +36,13 @@ function route(name, target, { timeoutMs = 5000, maxConcurrency = 8 } = {}) {
        values ('${pattern}', '${target}', '${ROUTE_SECRET}', ${timeoutMs}, ${maxConcurrency})`);
   routes.push(pattern);
   return `${prefix}${name}.created`;
+}
+
+/** An HS256 JWT signed with the stack's secret, as Supabase Auth would issue it. */
+function jwt(claims) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ exp: Math.floor(Date.now() / 1000) + 600, ...claims })}`;
+  return `${unsigned}.${createHmac("sha256", env.JWT_SECRET).update(unsigned).digest("base64url")}`;
 }
 
 after(() => {
@@ -205,12 +213,16 @@ test("an unreachable target and an event without a route are kept, not lost", as
   assert.deepEqual(row(unrouted), { status: "failed", attempts: 1, lastError: "no_route", history: 1 });
 });
 
-test("only the service role may run the router; bad input is refused and runs nothing", async () => {
+test("only the platform may run the router; bad input is refused and runs nothing", async () => {
   const before = sql("select wakes_sent || '/' || coalesce(last_wake_at::text, '') from integration.router_signal");
   const countsBefore = tableCounts();
+  const userJwt = jwt({ role: "authenticated", sub: "user-1", app_metadata: { role: "operator" } });
   const cases = [
-    { name: "no JWT", headers: {}, status: 401 },
+    { name: "no bearer", headers: {}, status: 401, code: "unauthorized" },
+    { name: "not a bearer", headers: { authorization: `Basic ${env.SERVICE_ROLE_KEY}` }, status: 401, code: "unauthorized" },
     { name: "anon key", headers: { authorization: `Bearer ${env.ANON_KEY}` }, status: 403, code: "forbidden" },
+    { name: "a user's JWT, an operator's even", headers: { authorization: `Bearer ${userJwt}` }, status: 403, code: "forbidden" },
+    { name: "a token one character off", headers: { authorization: `Bearer ${env.OUTBOX_ROUTER_INVOCATION_TOKEN}x` }, status: 403, code: "forbidden" },
     { name: "GET", method: "GET", status: 405, code: "method_not_allowed" },
     { name: "not JSON", body: "{", status: 400, code: "invalid_json" },
     { name: "bad reason", body: '{"reason":"DROP"}', status: 422, code: "validation_failed" },
@@ -220,24 +232,51 @@ test("only the service role may run the router; bad input is refused and runs no
   for (const c of cases) {
     const response = await fetch(ROUTER_URL + (c.query ?? ""), {
       method: c.method ?? "POST",
-      headers: c.headers ?? { authorization: `Bearer ${env.SERVICE_ROLE_KEY}` },
+      headers: c.headers ?? { authorization: `Bearer ${env.OUTBOX_ROUTER_INVOCATION_TOKEN}` },
       body: c.method === "GET" ? undefined : (c.body ?? "{}"),
     });
     const body = await response.json();
     assert.equal(response.status, c.status, `${c.name}: ${JSON.stringify(body)}`);
-    if (c.code) {
-      assert.equal(body.ok, false);
-      assert.equal(body.error.code, c.code, c.name);
-      assert.ok(body.correlation_id, c.name);
-    }
+    assert.equal(body.ok, false);
+    assert.equal(body.error.code, c.code, c.name);
+    assert.equal(body.correlation_id, response.headers.get("x-correlation-id"), c.name);
+    if (c.status === 405) assert.equal(response.headers.get("allow"), "POST");
     const text = JSON.stringify(body);
     for (const secret of secrets()) assert.ok(!text.includes(secret), `${c.name} leaks a secret`);
   }
   assert.equal(tableCounts(), countsBefore, "refused calls write nothing");
   assert.equal(sql("select wakes_sent || '/' || coalesce(last_wake_at::text, '') from integration.router_signal"), before);
-  const ok = await runRouter();
-  assert.equal(ok.status, 200);
-  assert.equal(ok.json.summary.released, true);
+  for (const bearer of [env.OUTBOX_ROUTER_INVOCATION_TOKEN, env.SERVICE_ROLE_KEY]) {
+    const ok = await runRouter("manual", bearer);
+    assert.equal(ok.status, 200, JSON.stringify(ok.json));
+    assert.equal(ok.json.summary.released, true);
+  }
+});
+
+test("the database wakes the router with its invocation token; the service role key is stored nowhere", async () => {
+  const receiver = await startReceiver();
+  try {
+    const type = route("token", receiver.url + "/hooks/token");
+    await ingest(type);
+    await waitFor("the delivery", () => receiver.received.length === 1);
+    const lines = readFileSync(path.join(ROOT, ".local/workerd.log"), "utf8")
+      .split("\n")
+      .filter((l) => l.includes('"event":"woken"'))
+      .map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+    const byDatabase = lines.filter((l) => ["insert", "cron", "handoff", "redrive"].includes(l.reason));
+    assert.ok(byDatabase.length > 0, "wake-ups by the database are logged");
+    assert.deepEqual([...new Set(byDatabase.map((l) => l.caller))], ["invocation_token"]);
+    assert.equal(sql("select count(*) from edge.functions where name = 'outbox-router'"), "1");
+    const key = env.SERVICE_ROLE_KEY.replaceAll("'", "''");
+    assert.equal(
+      sql(`select count(*) from edge.functions where invocation_token = '${key}'`) +
+        sql(`select count(*) from net.http_request_queue where headers::text like '%${key}%'`),
+      "00",
+      "the service role key is in no table and no pg_net request",
+    );
+  } finally {
+    await receiver.close();
+  }
 });
 
 test("PostgREST down: the router answers 503 upstream_unavailable and runs again after restart", async () => {

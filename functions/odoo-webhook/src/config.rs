@@ -1,17 +1,11 @@
-//! The function's configuration, read and validated once per isolate at the
-//! edge (`lib.rs`), before any input is looked at beyond the method.
+//! The function's own settings, read and validated once per isolate by the
+//! skeleton before any input is looked at beyond the method.
 
-use std::cell::OnceCell;
-use std::rc::Rc;
-
-use switchyard_shared::config::{
-    env_lookup, load_once, signing_keys, ConfigError, Lookup, PerIsolate, SupabaseConfig,
-};
+use switchyard_shared::config::{signing_keys, ConfigError, FromLookup, Lookup};
 use switchyard_shared::signature::{SigningKey, DEFAULT_TOLERANCE_MS};
 
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub supabase: SupabaseConfig,
+pub struct Settings {
     /// Seed scheme (`x-ipai-*`): current, then previous during a rotation.
     pub ipai_keys: Vec<SigningKey>,
     /// Standard Webhooks (`whsec_...`): current, then previous.
@@ -19,17 +13,8 @@ pub struct Config {
     pub tolerance_ms: i64,
 }
 
-thread_local! {
-    static CONFIG: PerIsolate<Config> = const { OnceCell::new() };
-}
-
-impl Config {
-    pub fn load(env: &worker::Env) -> Result<Rc<Config>, ConfigError> {
-        load_once(&CONFIG, || Config::from_lookup(&env_lookup(env)))
-    }
-
-    pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
-        let supabase = SupabaseConfig::from_lookup(lookup)?;
+impl FromLookup for Settings {
+    fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
         let ipai_keys = signing_keys(
             lookup,
             "ODOO_WEBHOOK_SECRET",
@@ -47,8 +32,7 @@ impl Config {
                 "set ODOO_WEBHOOK_SECRET or ODOO_WEBHOOK_STANDARD_SECRET: no request could be verified".into(),
             ));
         }
-        Ok(Config {
-            supabase,
+        Ok(Settings {
             ipai_keys,
             standard_keys,
             tolerance_ms: DEFAULT_TOLERANCE_MS,
@@ -69,21 +53,15 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    const BASE: [(&str, &str); 2] = [
-        ("SUPABASE_URL", "http://127.0.0.1:54321"),
-        ("SUPABASE_SERVICE_ROLE_KEY", "service-key"),
-    ];
-
     #[test]
     fn needs_at_least_one_scheme() {
-        let err = Config::from_lookup(&lookup(&BASE)).unwrap_err();
+        let err = Settings::from_lookup(&lookup(&[])).unwrap_err();
         assert!(err.0.contains("ODOO_WEBHOOK_SECRET"));
     }
 
     #[test]
     fn loads_both_schemes_with_rotation() {
-        let mut pairs = BASE.to_vec();
-        pairs.extend([
+        let cfg = Settings::from_lookup(&lookup(&[
             (
                 "ODOO_WEBHOOK_SECRET",
                 "6900445459d89179a31e3bce61cf2d7f7732425650e17886edbbaec61c40a980",
@@ -96,8 +74,8 @@ mod tests {
                 "ODOO_WEBHOOK_STANDARD_SECRET",
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             ),
-        ]);
-        let cfg = Config::from_lookup(&lookup(&pairs)).unwrap();
+        ]))
+        .unwrap();
         assert_eq!(cfg.ipai_keys.len(), 2);
         assert_eq!(cfg.standard_keys.len(), 1);
         assert_eq!(cfg.tolerance_ms, 300_000);

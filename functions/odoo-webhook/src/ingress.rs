@@ -1,11 +1,14 @@
-//! The decisions of the Odoo ingress, free of the Workers runtime: which
-//! requests are refused and why, what an event is, and what the ingest RPC is
-//! asked to do.
+//! The decisions of the Odoo ingress, free of the Workers runtime: what an
+//! event is, which bodies are refused and why, and what the ingest RPC is
+//! asked to do. Every value that reaches the database has been checked here
+//! against what Postgres can store, so an authentic but unstorable event is a
+//! 422 naming its field, not a database error.
 
 use serde_json::{json, Map, Value};
-use switchyard_shared::error::{ApiError, ErrorCode};
+use switchyard_shared::error::{ApiError, ErrorCode, Problem};
+use switchyard_shared::rpc::integration::{IngestEvent, Ingested};
 use switchyard_shared::signature::Verified;
-use switchyard_shared::time::is_rfc3339;
+use switchyard_shared::time::parse_timestamptz;
 
 /// Every event this function records comes from Odoo.
 pub const SOURCE: &str = "odoo";
@@ -20,38 +23,8 @@ pub struct Event {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub payload: Value,
+    /// Normalised (see `parse_timestamptz`).
     pub occurred_at: Option<String>,
-}
-
-/// The ingest RPC's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    pub event_id: String,
-    pub duplicate: bool,
-}
-
-/// Refuses an oversized body by its declared length before reading it.
-pub fn check_declared_length(content_length: Option<&str>) -> Result<(), ApiError> {
-    match content_length.and_then(|v| v.trim().parse::<u64>().ok()) {
-        Some(n) if n > MAX_BODY_BYTES as u64 => Err(too_large()),
-        _ => Ok(()),
-    }
-}
-
-/// Refuses an oversized body whose length was not (truthfully) declared.
-pub fn check_body_length(len: usize) -> Result<(), ApiError> {
-    if len > MAX_BODY_BYTES {
-        Err(too_large())
-    } else {
-        Ok(())
-    }
-}
-
-fn too_large() -> ApiError {
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        format!("the body exceeds {} KiB", MAX_BODY_BYTES / 1024),
-    )
 }
 
 /// Parses and validates the body, reporting every invalid field at once.
@@ -59,50 +32,62 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not valid JSON"))?;
     let Value::Object(fields) = value else {
-        return Err(invalid(vec![problem("(body)", "must be a JSON object")]));
+        return Err(invalid(vec![Problem::new(
+            "(body)",
+            "must be a JSON object",
+        )]));
     };
     let mut problems = Vec::new();
     let event_type = name_field(&fields, "event_type", &mut problems);
     let aggregate_type = name_field(&fields, "aggregate_type", &mut problems);
     let aggregate_id = match fields.get("aggregate_id") {
         None | Some(Value::Null) => {
-            problems.push(problem("aggregate_id", "is required"));
+            problems.push(Problem::new("aggregate_id", "is required"));
             String::new()
         }
         Some(Value::String(s))
             if !s.is_empty()
-                && s.len() <= MAX_AGGREGATE_ID_LEN
+                && s.chars().count() <= MAX_AGGREGATE_ID_LEN
                 && !s.chars().any(char::is_control) =>
         {
             s.clone()
         }
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
         Some(_) => {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "aggregate_id",
-                "must be a non-empty string of at most 128 characters or an integer",
+                "must be a non-empty string of at most 128 characters without control characters, or an integer",
             ));
             String::new()
         }
     };
     let payload = match fields.get("payload") {
-        Some(Value::Object(p)) => Value::Object(p.clone()),
+        Some(payload @ Value::Object(_)) => {
+            find_nul(&mut String::from("payload"), payload, &mut problems);
+            payload.clone()
+        }
         None | Some(Value::Null) => {
-            problems.push(problem("payload", "is required"));
+            problems.push(Problem::new("payload", "is required"));
             Value::Null
         }
         Some(_) => {
-            problems.push(problem("payload", "must be a JSON object"));
+            problems.push(Problem::new("payload", "must be a JSON object"));
             Value::Null
         }
     };
     let occurred_at = match fields.get("occurred_at") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if is_rfc3339(s) => Some(s.clone()),
+        Some(Value::String(s)) => match parse_timestamptz(s) {
+            Ok(normalised) => Some(normalised),
+            Err(problem) => {
+                problems.push(Problem::new("occurred_at", problem));
+                None
+            }
+        },
         Some(_) => {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "occurred_at",
-                "must be an RFC 3339 date-time with an offset",
+                "must be an RFC 3339 date-time string",
             ));
             None
         }
@@ -119,17 +104,47 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
     })
 }
 
+/// Postgres text and jsonb cannot hold U+0000; reports each string or key
+/// that has one by its path (`payload.items[2].name`).
+fn find_nul(path: &mut String, value: &Value, problems: &mut Vec<Problem>) {
+    const PROBLEM: &str = "must not contain the character U+0000, which the database cannot store";
+    match value {
+        Value::String(s) if s.contains('\0') => problems.push(Problem::new(path.clone(), PROBLEM)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                find_nul(path, item, problems);
+                path.truncate(len);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                let len = path.len();
+                path.push('.');
+                path.push_str(&key.replace('\0', "\\u0000"));
+                if key.contains('\0') {
+                    problems.push(Problem::new(path.clone(), PROBLEM));
+                }
+                find_nul(path, item, problems);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `event_type` and `aggregate_type` are dotted names such as
 /// `expense.submitted` or `hr.expense`.
-fn name_field(fields: &Map<String, Value>, name: &str, problems: &mut Vec<Value>) -> String {
+fn name_field(fields: &Map<String, Value>, name: &str, problems: &mut Vec<Problem>) -> String {
     match fields.get(name) {
         Some(Value::String(s)) if is_name(s) => s.clone(),
         None | Some(Value::Null) => {
-            problems.push(problem(name, "is required"));
+            problems.push(Problem::new(name, "is required"));
             String::new()
         }
         Some(_) => {
-            problems.push(problem(name, "must be 1 to 100 characters of letters, digits and . _ : -, starting with a letter or digit"));
+            problems.push(Problem::new(name, "must be 1 to 100 characters of letters, digits and . _ : -, starting with a letter or digit"));
             String::new()
         }
     }
@@ -142,56 +157,30 @@ fn is_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-fn problem(field: &str, text: &str) -> Value {
-    json!({ "field": field, "problem": text })
-}
-
-fn invalid(problems: Vec<Value>) -> ApiError {
-    ApiError::new(ErrorCode::ValidationFailed, "the event is invalid")
-        .with_details(Value::Array(problems))
+fn invalid(problems: Vec<Problem>) -> ApiError {
+    ApiError::invalid("the event is invalid", problems)
 }
 
 /// Arguments of `integration.ingest_event`.
-pub fn ingest_args(event: &Event, verified: &Verified, correlation_id: &str) -> Value {
-    json!({
-        "p_source": SOURCE,
-        "p_idempotency_key": verified.idempotency_key,
-        "p_event_type": event.event_type,
-        "p_aggregate_type": event.aggregate_type,
-        "p_aggregate_id": event.aggregate_id,
-        "p_payload": event.payload,
-        "p_occurred_at": event.occurred_at,
-        "p_correlation_id": correlation_id,
-        "p_scheme": verified.scheme.as_str(),
-        "p_signing_key_id": verified.key_id,
-        "p_replay_digest": verified.replay_digest,
-        "p_replay_expires_at_ms": verified.signature_expires_at_ms,
-    })
-}
-
-pub fn accepted(result: &Value) -> Result<Accepted, ApiError> {
-    match (
-        result.get("event_id").and_then(Value::as_str),
-        result.get("duplicate").and_then(Value::as_bool),
-    ) {
-        (Some(id), Some(duplicate)) => Ok(Accepted {
-            event_id: id.to_string(),
-            duplicate,
-        }),
-        _ => Err(ApiError::new(
-            ErrorCode::Internal,
-            "the database answered unexpectedly",
-        )),
+pub fn ingest_args(event: &Event, verified: &Verified, correlation_id: &str) -> IngestEvent {
+    IngestEvent {
+        p_source: SOURCE.into(),
+        p_idempotency_key: verified.idempotency_key.clone(),
+        p_event_type: event.event_type.clone(),
+        p_aggregate_type: event.aggregate_type.clone(),
+        p_aggregate_id: event.aggregate_id.clone(),
+        p_payload: event.payload.clone(),
+        p_occurred_at: event.occurred_at.clone(),
+        p_correlation_id: correlation_id.into(),
+        p_scheme: verified.scheme.as_str().into(),
+        p_signing_key_id: verified.key_id.clone(),
+        p_replay_digest: verified.replay_digest.clone(),
+        p_replay_expires_at_ms: verified.signature_expires_at_ms,
     }
 }
 
-pub fn success_body(accepted: &Accepted, correlation_id: &str) -> Value {
-    json!({
-        "ok": true,
-        "event_id": accepted.event_id,
-        "duplicate": accepted.duplicate,
-        "correlation_id": correlation_id,
-    })
+pub fn success_body(ingested: &Ingested) -> Value {
+    json!({ "event_id": ingested.event_id, "duplicate": ingested.duplicate })
 }
 
 #[cfg(test)]
@@ -215,21 +204,6 @@ mod tests {
     }
 
     #[test]
-    fn bodies_over_256_kib_are_refused_declared_or_not() {
-        assert!(check_declared_length(Some("262144")).is_ok());
-        assert_eq!(
-            check_declared_length(Some("262145")).unwrap_err().code,
-            ErrorCode::PayloadTooLarge
-        );
-        assert!(check_declared_length(None).is_ok());
-        assert!(check_body_length(MAX_BODY_BYTES).is_ok());
-        assert_eq!(
-            check_body_length(MAX_BODY_BYTES + 1).unwrap_err().status(),
-            413
-        );
-    }
-
-    #[test]
     fn the_seed_example_is_valid() {
         let e = parse_event(
             br#"{"event_type":"test","aggregate_type":"test","aggregate_id":"1","payload":{}}"#,
@@ -248,7 +222,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.aggregate_id, "42");
-        assert_eq!(e.occurred_at.as_deref(), Some("2026-01-22T07:26:26Z"));
+        assert_eq!(
+            e.occurred_at.as_deref(),
+            Some("2026-01-22T07:26:26.000000Z")
+        );
     }
 
     #[test]
@@ -340,6 +317,42 @@ mod tests {
     }
 
     #[test]
+    fn values_postgres_cannot_store_are_refused_by_field() {
+        let cases = [
+            (r#""payload":{"note":"a\u0000b"}"#, vec!["payload.note"]),
+            (
+                r#""payload":{"items":[{"x":1},{"name":"\u0000"}]}"#,
+                vec!["payload.items[1].name"],
+            ),
+            (r#""payload":{"k\u0000":1}"#, vec!["payload.k\\u0000"]),
+            (
+                r#""payload":{},"occurred_at":"2026-02-30T00:00:00Z""#,
+                vec!["occurred_at"],
+            ),
+            (
+                r#""payload":{},"occurred_at":"2026-01-01T00:00:00+23:00""#,
+                vec!["occurred_at"],
+            ),
+            (
+                r#""payload":{},"occurred_at":"0000-01-01T00:00:00Z""#,
+                vec!["occurred_at"],
+            ),
+            (
+                r#""payload":{},"occurred_at":"2026-06-30T23:59:60Z""#,
+                vec!["occurred_at"],
+            ),
+            (r#""payload":{},"occurred_at":7"#, vec!["occurred_at"]),
+        ];
+        for (tail, fields) in cases {
+            let body =
+                format!(r#"{{"event_type":"t","aggregate_type":"t","aggregate_id":"1",{tail}}}"#);
+            let (code, found) = codes_and_fields(&body);
+            assert_eq!(code, ErrorCode::ValidationFailed, "{body}");
+            assert_eq!(found, fields, "{body}");
+        }
+    }
+
+    #[test]
     fn ingest_args_carry_verification_and_correlation() {
         let event = parse_event(br#"{"event_type":"asset.reserved","aggregate_type":"maintenance.equipment","aggregate_id":"7","payload":{"booking_id":3}}"#).unwrap();
         let verified = Verified {
@@ -349,7 +362,7 @@ mod tests {
             signature_expires_at_ms: 1_000,
             replay_digest: Some("d".repeat(64)),
         };
-        let args = ingest_args(&event, &verified, "cid-1");
+        let args = serde_json::to_value(ingest_args(&event, &verified, "cid-1")).unwrap();
         assert_eq!(args["p_source"], "odoo");
         assert_eq!(args["p_idempotency_key"], "asset.reserved:7:1");
         assert_eq!(args["p_payload"]["booking_id"], 3);
@@ -361,23 +374,79 @@ mod tests {
     }
 
     #[test]
-    fn rpc_answers_are_checked() {
-        let ok = accepted(&json!({ "event_id": "e1", "duplicate": true })).unwrap();
-        assert_eq!(
-            ok,
-            Accepted {
-                event_id: "e1".into(),
-                duplicate: true
-            }
-        );
-        assert_eq!(
-            accepted(&json!({ "event_id": "e1" })).unwrap_err().code,
-            ErrorCode::Internal
-        );
-        let body = success_body(&ok, "c");
+    fn the_success_body_names_the_event() {
+        let id = "2f2d6e04-26d4-4325-bbfb-9d127aee5241".parse().unwrap();
+        let body = success_body(&Ingested {
+            event_id: id,
+            duplicate: true,
+        });
         assert_eq!(
             body,
-            json!({ "ok": true, "event_id": "e1", "duplicate": true, "correlation_id": "c" })
+            json!({ "event_id": "2f2d6e04-26d4-4325-bbfb-9d127aee5241", "duplicate": true })
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| json!(f)),
+                "\\PC{0,12}|\\u{0}|[a\\u{0}]{1,3}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("\\PC{0,6}|k\\u{0}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Any bytes: a result or a 4xx refusal, never a panic or a 5xx.
+            #[test]
+            fn arbitrary_bodies_are_accepted_or_refused_with_a_client_code(body in prop::collection::vec(any::<u8>(), 0..200)) {
+                if let Err(err) = parse_event(&body) {
+                    prop_assert!((400..500).contains(&err.status()));
+                }
+            }
+
+            /// Whatever JSON is sent, an accepted event holds nothing Postgres
+            /// refuses, and a refused one names a field.
+            #[test]
+            fn accepted_events_are_storable(
+                event_type in "[a-z][a-z._:-]{0,8}|\\PC{0,5}",
+                aggregate_id in prop_oneof![any::<i64>().prop_map(|n| json!(n)), "\\PC{0,10}".prop_map(Value::String), json_value()],
+                payload in json_value(),
+                occurred_at in prop_oneof![Just(Value::Null), "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([Zz]|[+-][0-9]{2}:[0-9]{2})".prop_map(Value::String)],
+            ) {
+                let body = json!({
+                    "event_type": event_type, "aggregate_type": "hr.expense",
+                    "aggregate_id": aggregate_id, "payload": payload, "occurred_at": occurred_at,
+                });
+                match parse_event(body.to_string().as_bytes()) {
+                    Ok(event) => {
+                        prop_assert!(is_name(&event.event_type));
+                        prop_assert!(!event.aggregate_id.is_empty() && !event.aggregate_id.contains('\0'));
+                        prop_assert!(!event.payload.to_string().contains("\\u0000"));
+                        if let Some(at) = &event.occurred_at {
+                            prop_assert_eq!(parse_timestamptz(at), Ok(at.clone()));
+                        }
+                    }
+                    Err(err) => {
+                        prop_assert_eq!(err.code, ErrorCode::ValidationFailed);
+                        let details = err.details.unwrap();
+                        prop_assert!(!details.as_array().unwrap().is_empty());
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,29 +1,10 @@
 //! Every decision about one delivery, as plain Rust: what is sent, how it is
 //! signed, how long it may take, and what its outcome means for the queue.
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use switchyard_shared::rpc::integration::{ClaimedEvent, Settlement};
 use switchyard_shared::signature::{sign_standard, SigningKey};
-
-/// One event as `integration.router_claim` returns it, with its route.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ClaimedEvent {
-    pub id: String,
-    pub lease_token: String,
-    pub source: String,
-    pub event_type: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub payload: Value,
-    pub occurred_at: Option<String>,
-    pub correlation_id: String,
-    pub attempts: u32,
-    pub created_at: String,
-    pub target_url: String,
-    pub signing_secret: String,
-    pub timeout_ms: u64,
-    pub max_concurrency: usize,
-}
+use switchyard_shared::time::parse_http_date_ms;
 
 /// The body receivers get. `id` is also the `webhook-id` header, stable across
 /// retries, so receivers can deduplicate.
@@ -52,11 +33,11 @@ pub fn headers(
     Ok(vec![
         ("content-type", "application/json".to_string()),
         ("user-agent", "switchyard-outbox-router".to_string()),
-        ("webhook-id", event.id.clone()),
+        ("webhook-id", event.id.to_string()),
         ("webhook-timestamp", now_s.to_string()),
         (
             "webhook-signature",
-            sign_standard(&key, &event.id, now_s, body.as_bytes()),
+            sign_standard(&key, &event.id.to_string(), now_s, body.as_bytes()),
         ),
         ("x-correlation-id", event.correlation_id.clone()),
     ])
@@ -86,28 +67,6 @@ pub enum Outcome {
     TimedOut(u64),
     Unreachable(String),
     NotAttempted(String),
-}
-
-/// One element of `integration.settle_outbox`'s argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settlement {
-    pub id: String,
-    pub lease_token: String,
-    pub ok: bool,
-    pub error: Option<String>,
-    pub retry_after_seconds: Option<u32>,
-}
-
-impl Settlement {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "lease_token": self.lease_token,
-            "ok": self.ok,
-            "error": self.error,
-            "retry_after_seconds": self.retry_after_seconds,
-        })
-    }
 }
 
 /// 2xx acks. Anything else fails the attempt (the queue's backoff decides
@@ -145,8 +104,8 @@ pub fn settle(event: &ClaimedEvent, outcome: &Outcome, now_ms: i64) -> Settlemen
         Outcome::NotAttempted(why) => (false, Some(format!("not attempted: {why}")), None),
     };
     Settlement {
-        id: event.id.clone(),
-        lease_token: event.lease_token.clone(),
+        id: event.id,
+        lease_token: event.lease_token,
         ok,
         error,
         retry_after_seconds,
@@ -164,45 +123,8 @@ pub fn retry_after_seconds(value: &str, now_ms: i64) -> Option<u32> {
                 .map_or(u32::MAX, |s| s.min(u32::MAX as u64) as u32),
         );
     }
-    let at_s = imf_fixdate_seconds(value)?;
-    let wait_ms = (at_s * 1000 - now_ms).max(0);
+    let wait_ms = (parse_http_date_ms(value)? - now_ms).max(0);
     Some(((wait_ms + 999) / 1000).min(u32::MAX as i64) as u32)
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` -> seconds since the epoch.
-fn imf_fixdate_seconds(value: &str) -> Option<i64> {
-    let parts: Vec<&str> = value.split(' ').collect();
-    let [_weekday, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
-    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
-    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    if *h > 23 || *m > 59 || *s > 60 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Events grouped by target, in claim order, each group with the concurrency
@@ -228,13 +150,22 @@ pub fn by_target(events: &[ClaimedEvent]) -> Vec<(String, usize, Vec<usize>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use switchyard_shared::signature::verify_standard;
+    use uuid::Uuid;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-    fn event(id: &str, target: &str, max_concurrency: usize) -> ClaimedEvent {
+    /// A UUID whose last byte is `n`, so tests can name events.
+    fn id(n: u8) -> Uuid {
+        Uuid::from_bytes([
+            0x2f, 0x2d, 0x6e, 0x04, 0x26, 0xd4, 0x43, 0x25, 0xbb, 0xfb, 0, 0, 0, 0, 0, n,
+        ])
+    }
+
+    fn event(n: u8, target: &str, max_concurrency: usize) -> ClaimedEvent {
         serde_json::from_value(json!({
-            "id": id,
+            "id": id(n),
             "lease_token": "7d3f7d1e-7a55-4d6b-9f57-0c2f1d6f8a11",
             "source": "odoo",
             "event_type": "expense.approved",
@@ -256,8 +187,8 @@ mod tests {
 
     #[test]
     fn the_body_carries_the_event_and_its_delivery_attempt() {
-        let body: Value = serde_json::from_str(&body(&event("e1", "http://t", 4))).unwrap();
-        assert_eq!(body["id"], "e1");
+        let body: Value = serde_json::from_str(&body(&event(1, "http://t", 4))).unwrap();
+        assert_eq!(body["id"], id(1).to_string());
         assert_eq!(body["type"], "expense.approved");
         assert_eq!(body["timestamp"], "2026-11-22T10:00:00+00:00");
         assert_eq!(
@@ -271,7 +202,7 @@ mod tests {
 
     #[test]
     fn deliveries_verify_as_standard_webhooks_with_the_route_secret() {
-        let e = event("e1", "http://t", 4);
+        let e = event(1, "http://t", 4);
         let body = body(&e);
         let now_s = 1_795_000_000;
         let headers = headers(&e, &body, now_s).unwrap();
@@ -281,17 +212,17 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.clone())
         };
-        assert_eq!(header("webhook-id").unwrap(), "e1");
+        assert_eq!(header("webhook-id").unwrap(), id(1).to_string());
         let keys = [SigningKey::standard(SECRET).unwrap()];
         let verified =
             verify_standard(&header, body.as_bytes(), &keys, now_s * 1000, 300_000).unwrap();
-        assert_eq!(verified.idempotency_key, "e1");
+        assert_eq!(verified.idempotency_key, id(1).to_string());
         assert!(verify_standard(&header, b"{}", &keys, now_s * 1000, 300_000).is_err());
     }
 
     #[test]
     fn an_unusable_route_secret_fails_the_delivery_without_showing_it() {
-        let mut e = event("e1", "http://t", 4);
+        let mut e = event(1, "http://t", 4);
         e.signing_secret = "whsec_!!!not-base64".into();
         let err = headers(&e, "{}", 0).unwrap_err();
         assert!(!err.contains("not-base64"));
@@ -317,7 +248,7 @@ mod tests {
 
     #[test]
     fn two_hundreds_ack_and_everything_else_fails() {
-        let e = event("e1", "http://t", 4);
+        let e = event(1, "http://t", 4);
         for status in [200, 201, 202, 204, 299] {
             let s = settle(&e, &answered(status, None, ""), 0);
             assert!(s.ok && s.error.is_none(), "{status}");
@@ -341,13 +272,13 @@ mod tests {
         );
         let s = settle(&e, &Outcome::Unreachable("connection refused".into()), 0);
         assert_eq!(s.error.as_deref(), Some("unreachable: connection refused"));
-        assert_eq!(s.id, "e1");
+        assert_eq!(s.id, id(1));
         assert_eq!(s.lease_token, e.lease_token);
     }
 
     #[test]
     fn retry_after_counts_on_429_and_503() {
-        let e = event("e1", "http://t", 4);
+        let e = event(1, "http://t", 4);
         for status in [429, 503] {
             let s = settle(&e, &answered(status, Some("120"), ""), 0);
             assert_eq!(s.retry_after_seconds, Some(120));
@@ -373,7 +304,7 @@ mod tests {
             Some(0)
         );
         assert_eq!(
-            retry_after_seconds("Wed, 29 Feb 2028 00:00:00 GMT", 1_835_395_200_000 - 60_000),
+            retry_after_seconds("Tue, 29 Feb 2028 00:00:00 GMT", 1_835_395_200_000 - 60_000),
             Some(60)
         );
         for bad in [
@@ -391,10 +322,10 @@ mod tests {
     #[test]
     fn events_group_by_target_with_the_smallest_concurrency() {
         let events = vec![
-            event("a", "http://one", 4),
-            event("b", "http://two", 2),
-            event("c", "http://one", 3),
-            event("d", "http://one", 0),
+            event(1, "http://one", 4),
+            event(2, "http://two", 2),
+            event(3, "http://one", 3),
+            event(4, "http://one", 0),
         ];
         let groups = by_target(&events);
         assert_eq!(
@@ -404,5 +335,33 @@ mod tests {
                 ("http://two".to_string(), 2, vec![1]),
             ]
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any header value: a wait in whole seconds, or ignored; delays
+            /// in digits are taken as they are (saturating).
+            #[test]
+            fn retry_after_never_panics_and_reads_digits(value in "\\PC{0,40}|[0-9]{1,25}", now in 0i64..4_102_444_800_000) {
+                let parsed = retry_after_seconds(&value, now);
+                let digits = value.trim();
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    prop_assert_eq!(parsed, Some(digits.parse::<u64>().map_or(u32::MAX, |s| s.min(u32::MAX as u64) as u32)));
+                }
+            }
+
+            /// Whatever the route's timeout and the time left, a delivery is
+            /// started only if it can end before the lease, with room to settle.
+            #[test]
+            fn deliveries_end_before_the_lease(route in 0u64..120_000, deadline in 0i64..120_000, now in 0i64..120_000) {
+                if let Some(ms) = timeout_ms(route, deadline, now) {
+                    prop_assert!(ms <= route && ms as i64 >= MIN_DELIVERY_MS);
+                    prop_assert!(now + ms as i64 + SETTLE_MARGIN_MS <= deadline);
+                }
+            }
+        }
     }
 }

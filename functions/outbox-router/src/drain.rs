@@ -8,17 +8,18 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use switchyard_shared::fetch::{self, FetchError};
 use switchyard_shared::log::Log;
 use switchyard_shared::postgrest::{Client, RpcError};
+use switchyard_shared::rpc::integration::{
+    ClaimedEvent, ReleaseRouter, RouterClaim, SettleOutbox, Settlement,
+};
 use switchyard_shared::time::now_ms;
 use worker::Delay;
 
-use crate::config::Config;
-use crate::delivery::{self, ClaimedEvent, Outcome, Settlement};
-
-const SCHEMA: &str = "integration";
+use crate::config::Settings;
+use crate::delivery::{self, Outcome};
 /// Pause before claiming again when release found work that the claim did not
 /// (rows still locked by a concurrent claim, or a long inserting transaction).
 const RECHECK_PAUSE: Duration = Duration::from_millis(50);
@@ -36,33 +37,35 @@ pub struct Summary {
 }
 
 pub async fn run(
-    config: &Config,
+    client: &Client,
+    settings: &Settings,
     worker_id: &str,
     correlation_id: &str,
     log: &Log<'_>,
 ) -> Result<Summary, RpcError> {
-    let client = Client::new(config.supabase.clone());
     let started = now_ms();
     let mut summary = Summary::default();
     loop {
-        let out_of_time = now_ms() - started >= config.time_budget_ms as i64;
+        let out_of_time = now_ms() - started >= settings.time_budget_ms as i64;
         let events = if out_of_time {
             Vec::new()
         } else {
-            claim(&client, config, worker_id, correlation_id).await?
+            let claim = RouterClaim {
+                p_worker: worker_id.into(),
+                p_batch_size: settings.batch_size,
+                p_lease_seconds: settings.lease_seconds,
+            };
+            client.call(&claim, correlation_id).await?
         };
         if events.is_empty() {
-            let release = client
-                .rpc(
-                    SCHEMA,
-                    "release_router",
-                    &json!({ "p_worker": worker_id, "p_out_of_time": out_of_time }),
-                    correlation_id,
-                )
-                .await?;
-            if release["released"] == Value::Bool(true) {
+            let release = ReleaseRouter {
+                p_worker: worker_id.into(),
+                p_out_of_time: out_of_time,
+            };
+            let released = client.call(&release, correlation_id).await?;
+            if released.released {
                 summary.released = true;
-                summary.handed_off = release["handed_off"] == Value::Bool(true);
+                summary.handed_off = released.handed_off;
                 break;
             }
             Delay::from(RECHECK_PAUSE).await;
@@ -70,7 +73,7 @@ pub async fn run(
         }
         summary.rounds += 1;
         summary.claimed += events.len() as u32;
-        let lease_deadline_ms = now_ms() + i64::from(config.lease_seconds) * 1000;
+        let lease_deadline_ms = now_ms() + i64::from(settings.lease_seconds) * 1000;
         let settlements = deliver_all(&events, lease_deadline_ms).await;
         for (event, settlement) in events.iter().zip(&settlements) {
             if let Some(error) = &settlement.error {
@@ -87,46 +90,19 @@ pub async fn run(
                 );
             }
         }
-        let results: Vec<Value> = settlements.iter().map(Settlement::to_json).collect();
-        let settled = client
-            .rpc(
-                SCHEMA,
-                "settle_outbox",
-                &json!({ "p_results": results }),
-                correlation_id,
-            )
-            .await?;
-        summary.acked += settled["acked"].as_u64().unwrap_or(0) as u32;
-        summary.failed += settled["failed"].as_u64().unwrap_or(0) as u32;
-        let stale = settled["stale"].as_array().map_or(0, Vec::len);
-        if stale > 0 {
-            log.warn("stale_leases", json!({ "event_ids": settled["stale"] }));
+        let settle = SettleOutbox {
+            p_results: settlements,
+        };
+        let settled = client.call(&settle, correlation_id).await?;
+        summary.acked += settled.acked;
+        summary.failed += settled.failed;
+        if !settled.stale.is_empty() {
+            log.warn("stale_leases", json!({ "event_ids": settled.stale }));
         }
-        summary.stale += stale as u32;
+        summary.stale += settled.stale.len() as u32;
     }
     summary.elapsed_ms = now_ms() - started;
     Ok(summary)
-}
-
-async fn claim(
-    client: &Client,
-    config: &Config,
-    worker_id: &str,
-    correlation_id: &str,
-) -> Result<Vec<ClaimedEvent>, RpcError> {
-    let claimed = client
-        .rpc(
-            SCHEMA,
-            "router_claim",
-            &json!({
-                "p_worker": worker_id,
-                "p_batch_size": config.batch_size,
-                "p_lease_seconds": config.lease_seconds,
-            }),
-            correlation_id,
-        )
-        .await?;
-    serde_json::from_value(claimed).map_err(|e| RpcError::Decode(e.to_string()))
 }
 
 /// Every event of the batch, in parallel across targets and at most the

@@ -1,8 +1,9 @@
 //! What a caller may ask of the router: why it was woken (for the log) and
 //! whether to answer only when the run is over.
 
+use serde::Deserialize;
 use serde_json::Value;
-use switchyard_shared::error::{ApiError, ErrorCode};
+use switchyard_shared::error::{ApiError, ErrorCode, Problem};
 
 pub const MAX_BODY_BYTES: usize = 4096;
 
@@ -16,20 +17,21 @@ pub struct Invocation {
     pub wait: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    #[serde(default)]
+    wait: bool,
+}
+
 pub fn parse(body: &[u8], query: Option<&str>) -> Result<Invocation, ApiError> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            "the body is limited to 4 KiB",
-        ));
-    }
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         "manual".to_string()
     } else {
         let value: Value = serde_json::from_slice(body)
             .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not JSON"))?;
         let Value::Object(fields) = value else {
-            return Err(invalid("the body must be a JSON object"));
+            return Err(invalid("(body)", "must be a JSON object"));
         };
         match fields.get("reason") {
             None => "manual".to_string(),
@@ -39,27 +41,28 @@ pub fn parse(body: &[u8], query: Option<&str>) -> Result<Invocation, ApiError> {
             {
                 r.clone()
             }
-            Some(_) => return Err(invalid("reason must be 1 to 32 characters of a-z and _")),
+            Some(_) => return Err(invalid("reason", "must be 1 to 32 characters of a-z and _")),
         }
     };
-    let mut wait = false;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair {
-            "wait=true" => wait = true,
-            "wait=false" => wait = false,
-            _ => return Err(invalid("the only query parameter is wait=true|false")),
-        }
-    }
-    Ok(Invocation { reason, wait })
+    let query: Query = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| invalid("(query)", "the only query parameter is wait=true|false"))?;
+    Ok(Invocation {
+        reason,
+        wait: query.wait,
+    })
 }
 
-fn invalid(message: &str) -> ApiError {
-    ApiError::new(ErrorCode::ValidationFailed, message)
+fn invalid(field: &str, problem: &str) -> ApiError {
+    ApiError::invalid(
+        "the invocation is invalid",
+        vec![Problem::new(field, problem)],
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn empty_or_minimal_bodies_are_manual_runs_in_the_background() {
@@ -80,6 +83,7 @@ mod tests {
                 wait: true
             }
         );
+        assert!(!parse(b"{}", Some("wait=false")).unwrap().wait);
     }
 
     #[test]
@@ -93,11 +97,30 @@ mod tests {
             ErrorCode::ValidationFailed
         );
         assert_eq!(code(br#"{"reason":""}"#, None), ErrorCode::ValidationFailed);
-        assert_eq!(code(b"{}", Some("wait=yes")), ErrorCode::ValidationFailed);
-        assert_eq!(code(b"{}", Some("batch=1000")), ErrorCode::ValidationFailed);
-        assert_eq!(
-            code(&[b' '; MAX_BODY_BYTES + 1], None),
-            ErrorCode::PayloadTooLarge
-        );
+        for query in ["wait=yes", "batch=1000", "wait=true&wait=false", "wait"] {
+            assert_eq!(
+                code(b"{}", Some(query)),
+                ErrorCode::ValidationFailed,
+                "{query}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Any body and query: an invocation whose reason is safe to log, or
+        /// a 4xx refusal.
+        #[test]
+        fn anything_is_a_safe_invocation_or_a_client_error(
+            body in prop::collection::vec(any::<u8>(), 0..64),
+            reason in "\\PC{0,40}",
+            query in proptest::option::of("\\PC{0,20}|wait=(true|false)"),
+        ) {
+            for body in [body, serde_json::json!({ "reason": reason }).to_string().into_bytes()] {
+                match parse(&body, query.as_deref()) {
+                    Ok(run) => prop_assert!(run.reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+                    Err(err) => prop_assert!((400..500).contains(&err.status())),
+                }
+            }
+        }
     }
 }

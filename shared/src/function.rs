@@ -1,0 +1,462 @@
+//! The one skeleton every function's `#[event(fetch)]` goes through:
+//!
+//! 1. correlation id (`x-correlation-id` or a new UUID), echoed on every answer;
+//! 2. method: one of the function's `methods`, else 405 with a correct `Allow`;
+//! 3. config: the platform part and the function's own settings, loaded and
+//!    validated once per isolate (a missing secret is a 500 on every request);
+//! 4. authentication by the function's `Auth` mode (401 / 403);
+//! 5. the body, read up to `max_body_bytes` and no further (413);
+//! 6. the handler, which returns a `Reply` or an `ApiError`;
+//! 7. exactly one log line per request (see `request_line`) and the answer: the
+//!    handler's JSON, or the error envelope.
+//!
+//! A function is its settings type, its decision modules, and a `Function`
+//! impl whose `handle` moves data between them and the runtime.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use worker::{Context, Env, Request, Response};
+
+use crate::auth::{authenticate, Auth, Caller, PlatformKeys};
+use crate::config::{env_lookup, load_once, ConfigError, FromLookup, Lookup, SupabaseConfig};
+use crate::error::{ApiError, ErrorCode};
+use crate::log::Log;
+use crate::postgrest::Client;
+use crate::{correlation, http, time};
+
+/// What the skeleton needs to know about a function.
+pub struct Spec {
+    /// The function's name: its URL path and the prefix of its settings
+    /// (`outbox-router` reads `OUTBOX_ROUTER_*`).
+    pub name: &'static str,
+    /// Upper-case HTTP methods it answers; anything else is a 405.
+    pub methods: &'static [&'static str],
+    pub auth: Auth,
+    /// Bodies over this are refused with 413 before the handler runs.
+    pub max_body_bytes: usize,
+}
+
+pub trait Function: 'static {
+    const SPEC: Spec;
+    /// The function's own settings, beyond what every function gets.
+    type Settings: FromLookup;
+    fn handle(call: Call<'_, Self::Settings>) -> impl Future<Output = Result<Reply, ApiError>>;
+}
+
+/// A function's configuration: where PostgREST is and as whom, the
+/// invocation token for `Auth::Platform` functions, and its own settings.
+pub struct Config<S> {
+    pub supabase: SupabaseConfig,
+    /// `<NAME>_INVOCATION_TOKEN`: what pg_net and pg_cron present. It may only
+    /// invoke this function, unlike the service role key.
+    pub invocation_token: Option<String>,
+    pub settings: S,
+}
+
+/// Invocation tokens are random; a short one is a mistake.
+pub const MIN_INVOCATION_TOKEN_LEN: usize = 32;
+
+impl<S: FromLookup> Config<S> {
+    pub fn from_lookup(spec: &Spec, lookup: Lookup) -> Result<Self, ConfigError> {
+        let supabase = SupabaseConfig::from_lookup(lookup)?;
+        let invocation_token = if spec.auth == Auth::Platform {
+            let name = format!("{}_INVOCATION_TOKEN", setting_prefix(spec.name));
+            let token = crate::config::required(lookup, &name)?;
+            if token.len() < MIN_INVOCATION_TOKEN_LEN {
+                return Err(ConfigError(format!(
+                    "{name} must be at least {MIN_INVOCATION_TOKEN_LEN} characters"
+                )));
+            }
+            Some(token)
+        } else {
+            None
+        };
+        Ok(Config {
+            supabase,
+            invocation_token,
+            settings: S::from_lookup(lookup)?,
+        })
+    }
+}
+
+/// `outbox-router` -> `OUTBOX_ROUTER`.
+pub fn setting_prefix(name: &str) -> String {
+    name.replace('-', "_").to_ascii_uppercase()
+}
+
+/// One request, past the checks, as the handler sees it.
+pub struct Call<'a, S> {
+    pub config: Rc<Config<S>>,
+    pub caller: Caller,
+    pub query: Option<String>,
+    pub body: Vec<u8>,
+    pub correlation_id: &'a str,
+    pub ctx: &'a Context,
+    request: &'a Request,
+}
+
+impl<S> Call<'_, S> {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.request.headers().get(name).ok().flatten()
+    }
+
+    /// PostgREST as the service role: for work done for the platform.
+    pub fn service(&self) -> Client {
+        Client::service(self.config.supabase.clone())
+    }
+
+    /// PostgREST as the caller: a user's JWT is forwarded so RLS decides;
+    /// platform callers act as the service role.
+    pub fn as_caller(&self) -> Client {
+        match &self.caller {
+            Caller::User(user) => Client::as_user(self.config.supabase.clone(), &user.token),
+            _ => self.service(),
+        }
+    }
+}
+
+/// A handler's answer: a JSON object (the skeleton adds `"ok": true` and the
+/// correlation id) and what its log line says.
+pub struct Reply {
+    status: u16,
+    body: Map<String, Value>,
+    event: &'static str,
+    fields: Map<String, Value>,
+}
+
+impl Reply {
+    /// `event` names the outcome in the log line (`accepted`, `woken`, ...).
+    pub fn ok(status: u16, event: &'static str, body: Value) -> Self {
+        let Value::Object(body) = body else {
+            unreachable!("a reply body is a JSON object");
+        };
+        Reply {
+            status,
+            body,
+            event,
+            fields: Map::new(),
+        }
+    }
+
+    /// Fields for the request's log line: nothing secret.
+    pub fn log(mut self, fields: Value) -> Self {
+        if let Value::Object(fields) = fields {
+            self.fields = fields;
+        }
+        self
+    }
+}
+
+/// The entry point: `#[event(fetch)] async fn fetch(req, env, ctx) { serve::<F>(req, env, ctx).await }`.
+pub async fn serve<F: Function>(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let started_ms = time::now_ms();
+    let caller_id = req.headers().get(correlation::HEADER).ok().flatten();
+    let correlation_id = correlation::from_header_or_new(caller_id.as_deref());
+    let method = req.method().to_string();
+    let mut caller = None;
+    let outcome = run::<F>(req, &env, &ctx, &correlation_id, &method, &mut caller).await;
+    let log = Log::new(F::SPEC.name, &correlation_id);
+    match outcome {
+        Ok(reply) => {
+            let mut body = reply.body;
+            body.insert("ok".into(), json!(true));
+            body.insert("correlation_id".into(), json!(correlation_id));
+            let line = RequestLine {
+                event: reply.event,
+                method: &method,
+                status: reply.status,
+                caller: caller.as_ref(),
+                error: None,
+                fields: reply.fields,
+                elapsed_ms: time::now_ms() - started_ms,
+            };
+            log.info(line.event, line.to_fields());
+            http::json(reply.status, &Value::Object(body), &correlation_id)
+        }
+        Err(err) => {
+            let line = RequestLine {
+                event: if err.status() >= 500 {
+                    "failed"
+                } else {
+                    "rejected"
+                },
+                method: &method,
+                status: err.status(),
+                caller: caller.as_ref(),
+                error: Some(&err),
+                fields: Map::new(),
+                elapsed_ms: time::now_ms() - started_ms,
+            };
+            if err.status() >= 500 {
+                log.error(line.event, line.to_fields());
+            } else {
+                log.warn(line.event, line.to_fields());
+            }
+            let allow = F::SPEC.methods.join(", ");
+            let extra: &[(&str, &str)] = if err.code == ErrorCode::MethodNotAllowed {
+                &[("allow", allow.as_str())]
+            } else {
+                &[]
+            };
+            http::error(&err, &correlation_id, extra)
+        }
+    }
+}
+
+async fn run<F: Function>(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    correlation_id: &str,
+    method: &str,
+    caller_out: &mut Option<Caller>,
+) -> Result<Reply, ApiError> {
+    check_method(method, F::SPEC.methods)?;
+    let config = load_once(|| Config::<F::Settings>::from_lookup(&F::SPEC, &env_lookup(env)))?;
+    let authorization = req.headers().get("authorization").ok().flatten();
+    let caller = authenticate(
+        F::SPEC.auth,
+        authorization.as_deref(),
+        &PlatformKeys {
+            service_role_key: &config.supabase.service_role_key,
+            invocation_token: config.invocation_token.as_deref(),
+        },
+    )?;
+    *caller_out = Some(caller.clone());
+    let declared = req.headers().get("content-length").ok().flatten();
+    check_declared_length(declared.as_deref(), F::SPEC.max_body_bytes)?;
+    let body = read_body(&mut req, F::SPEC.max_body_bytes).await?;
+    let query = query_of(&req.inner().url());
+    F::handle(Call {
+        config,
+        caller,
+        query,
+        body,
+        correlation_id,
+        ctx,
+        request: &req,
+    })
+    .await
+}
+
+/// Reads at most `max` bytes: a body that goes on is refused without being
+/// read to its end, whatever its declared length said.
+async fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
+    let Ok(mut stream) = req.stream() else {
+        return Ok(Vec::new()); // no body at all
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(ErrorCode::InvalidJson, "the body could not be read")
+                .with_cause(e.to_string())
+        })?;
+        body.extend_from_slice(&chunk);
+        check_body_length(body.len(), max)?;
+    }
+    Ok(body)
+}
+
+/// The raw query string of a URL, without parsing the URL: the `url` crate
+/// (with its IDNA tables) would add ~150 KB to every function's wasm.
+pub fn query_of(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    Some(query.to_string())
+}
+
+pub fn check_method(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("only {} is accepted", allowed.join(", ")),
+        ))
+    }
+}
+
+/// Refuses an oversized body by its declared length before reading it.
+pub fn check_declared_length(content_length: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match content_length.and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(n) if n > max as u64 => Err(too_large(max)),
+        _ => Ok(()),
+    }
+}
+
+pub fn check_body_length(len: usize, max: usize) -> Result<(), ApiError> {
+    if len > max {
+        Err(too_large(max))
+    } else {
+        Ok(())
+    }
+}
+
+fn too_large(max: usize) -> ApiError {
+    let limit = if max.is_multiple_of(1024) {
+        format!("{} KiB", max / 1024)
+    } else {
+        format!("{max} bytes")
+    };
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the body exceeds {limit}"),
+    )
+}
+
+/// The one log line of a request. Besides `level`, `fn`, `event` and
+/// `correlation_id` (see `Log`) it carries `method`, `status`, `elapsed_ms`,
+/// `caller` (a kind, or `user:<sub>`; never a token) once authenticated, and
+/// for a refusal its `code` and, for server-side faults, the internal `cause`.
+/// Handlers add their own fields (ids, counts), never secrets.
+struct RequestLine<'a> {
+    event: &'static str,
+    method: &'a str,
+    status: u16,
+    caller: Option<&'a Caller>,
+    error: Option<&'a ApiError>,
+    fields: Map<String, Value>,
+    elapsed_ms: i64,
+}
+
+impl RequestLine<'_> {
+    fn to_fields(&self) -> Value {
+        let mut line = Map::new();
+        line.insert("method".into(), json!(self.method));
+        line.insert("status".into(), json!(self.status));
+        line.insert("elapsed_ms".into(), json!(self.elapsed_ms));
+        if let Some(caller) = self.caller {
+            line.insert("caller".into(), json!(caller.describe()));
+        }
+        if let Some(err) = self.error {
+            line.insert("code".into(), json!(err.code.as_str()));
+            if let Some(cause) = &err.cause {
+                line.insert("cause".into(), json!(cause));
+            }
+        }
+        for (key, value) in &self.fields {
+            line.entry(key.clone()).or_insert(value.clone());
+        }
+        Value::Object(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn only_the_declared_methods_pass_and_405_says_which() {
+        assert!(check_method("POST", &["POST"]).is_ok());
+        assert!(check_method("get", &["GET", "POST"]).is_ok());
+        let err = check_method("DELETE", &["GET", "POST"]).unwrap_err();
+        assert_eq!(err.status(), 405);
+        assert_eq!(err.message, "only GET, POST is accepted");
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_refused_declared_or_not() {
+        let max = 256 * 1024;
+        assert!(check_declared_length(Some("262144"), max).is_ok());
+        assert!(check_declared_length(Some("not a number"), max).is_ok());
+        assert!(check_declared_length(None, max).is_ok());
+        let err = check_declared_length(Some("262145"), max).unwrap_err();
+        assert_eq!(
+            (err.status(), err.message.as_str()),
+            (413, "the body exceeds 256 KiB")
+        );
+        assert!(check_body_length(max, max).is_ok());
+        assert_eq!(
+            check_body_length(4097, 4096).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+        assert_eq!(
+            check_body_length(11, 10).unwrap_err().message,
+            "the body exceeds 10 bytes"
+        );
+    }
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("SUPABASE_URL", "http://127.0.0.1:54321"),
+        ("SUPABASE_SERVICE_ROLE_KEY", "service-key"),
+    ];
+
+    fn spec(auth: Auth) -> Spec {
+        Spec {
+            name: "outbox-router",
+            methods: &["POST"],
+            auth,
+            max_body_bytes: 10,
+        }
+    }
+
+    #[test]
+    fn platform_functions_need_their_invocation_token() {
+        let err = Config::<()>::from_lookup(&spec(Auth::Platform), &lookup(&BASE))
+            .err()
+            .unwrap();
+        assert_eq!(err.0, "OUTBOX_ROUTER_INVOCATION_TOKEN is not set");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("OUTBOX_ROUTER_INVOCATION_TOKEN", "short"));
+        let err = Config::<()>::from_lookup(&spec(Auth::Platform), &lookup(&pairs))
+            .err()
+            .unwrap();
+        assert!(err.0.starts_with("OUTBOX_ROUTER_INVOCATION_TOKEN must be"));
+        assert!(!err.0.contains("short"), "the value is never in the error");
+        pairs[2].1 = "syi_0123456789abcdef0123456789abcdef";
+        let config = Config::<()>::from_lookup(&spec(Auth::Platform), &lookup(&pairs)).unwrap();
+        assert_eq!(config.invocation_token.as_deref(), Some(pairs[2].1));
+        let open = Config::<()>::from_lookup(&spec(Auth::Open), &lookup(&BASE)).unwrap();
+        assert_eq!(open.invocation_token, None);
+    }
+
+    #[test]
+    fn the_request_line_carries_outcome_caller_and_cause_but_handler_fields_cannot_override_them() {
+        let err = ApiError::new(ErrorCode::Internal, "x").with_cause("PGRST202");
+        let line = RequestLine {
+            event: "failed",
+            method: "POST",
+            status: 500,
+            caller: Some(&Caller::Invocation),
+            error: Some(&err),
+            fields: json!({ "status": 200, "event_id": "e1" })
+                .as_object()
+                .unwrap()
+                .clone(),
+            elapsed_ms: 3,
+        }
+        .to_fields();
+        assert_eq!(line["status"], 500);
+        assert_eq!(line["caller"], "invocation_token");
+        assert_eq!(line["code"], "internal_error");
+        assert_eq!(line["cause"], "PGRST202");
+        assert_eq!(line["event_id"], "e1");
+        assert_eq!(line["elapsed_ms"], 3);
+    }
+
+    #[test]
+    fn the_query_is_what_follows_the_first_question_mark() {
+        assert_eq!(query_of("http://h/f"), None);
+        assert_eq!(query_of("http://h/f?wait=true").as_deref(), Some("wait=true"));
+        assert_eq!(query_of("http://h/f?a=1?b#frag").as_deref(), Some("a=1?b"));
+        assert_eq!(query_of("http://h/f?").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn setting_prefixes_are_upper_snake_case() {
+        assert_eq!(setting_prefix("outbox-router"), "OUTBOX_ROUTER");
+        assert_eq!(setting_prefix("odoo-webhook"), "ODOO_WEBHOOK");
+    }
+}

@@ -1,0 +1,196 @@
+//! The typed contract with the SQL functions the edge functions call: one
+//! struct per RPC (its arguments, serialised with the SQL parameter names)
+//! and its result type. A result missing a key (renamed in SQL) fails to
+//! decode; keys added by a later migration are ignored, so the database can
+//! be migrated before the functions are redeployed. `manifest()` lists them so a test
+//! can hold them against the live database (tests/e2e/rpc_contract.test.mjs).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::postgrest::Rpc;
+
+/// Schema `integration`: the outbox, its log and the router's calls.
+pub mod integration {
+    use super::*;
+
+    /// `integration.ingest_event`: records one signed event.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct IngestEvent {
+        pub p_source: String,
+        pub p_idempotency_key: String,
+        pub p_event_type: String,
+        pub p_aggregate_type: String,
+        pub p_aggregate_id: String,
+        pub p_payload: Value,
+        pub p_occurred_at: Option<String>,
+        pub p_correlation_id: String,
+        pub p_scheme: String,
+        pub p_signing_key_id: String,
+        pub p_replay_digest: Option<String>,
+        pub p_replay_expires_at_ms: i64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Ingested {
+        pub event_id: Uuid,
+        pub duplicate: bool,
+    }
+
+    impl Rpc for IngestEvent {
+        const SCHEMA: &'static str = "integration";
+        const NAME: &'static str = "ingest_event";
+        type Output = Ingested;
+    }
+
+    /// `integration.router_claim`: leases a batch, keeping the router active.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct RouterClaim {
+        pub p_worker: String,
+        pub p_batch_size: u32,
+        pub p_lease_seconds: u32,
+    }
+
+    /// One leased event with its route.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct ClaimedEvent {
+        pub id: Uuid,
+        pub lease_token: Uuid,
+        pub source: String,
+        pub event_type: String,
+        pub aggregate_type: String,
+        pub aggregate_id: String,
+        pub payload: Value,
+        pub occurred_at: Option<String>,
+        pub correlation_id: String,
+        pub attempts: u32,
+        pub created_at: String,
+        pub target_url: String,
+        pub signing_secret: String,
+        pub timeout_ms: u64,
+        pub max_concurrency: usize,
+    }
+
+    impl Rpc for RouterClaim {
+        const SCHEMA: &'static str = "integration";
+        const NAME: &'static str = "router_claim";
+        type Output = Vec<ClaimedEvent>;
+    }
+
+    /// `integration.settle_outbox`: acks and fails a delivered batch at once.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct SettleOutbox {
+        pub p_results: Vec<Settlement>,
+    }
+
+    /// One element of `settle_outbox`'s argument.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct Settlement {
+        pub id: Uuid,
+        pub lease_token: Uuid,
+        pub ok: bool,
+        pub error: Option<String>,
+        pub retry_after_seconds: Option<u32>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Settled {
+        pub acked: u32,
+        pub failed: u32,
+        /// Events whose lease had already expired or been settled.
+        pub stale: Vec<Uuid>,
+    }
+
+    impl Rpc for SettleOutbox {
+        const SCHEMA: &'static str = "integration";
+        const NAME: &'static str = "settle_outbox";
+        type Output = Settled;
+    }
+
+    /// `integration.release_router`: the only way a router run ends.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ReleaseRouter {
+        pub p_worker: String,
+        pub p_out_of_time: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Released {
+        pub released: bool,
+        pub handed_off: bool,
+    }
+
+    impl Rpc for ReleaseRouter {
+        const SCHEMA: &'static str = "integration";
+        const NAME: &'static str = "release_router";
+        type Output = Released;
+    }
+}
+
+/// One declared RPC: where it lives and the argument names it is called with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Declared {
+    pub schema: &'static str,
+    pub name: &'static str,
+    pub args: Vec<String>,
+}
+
+fn declared<R: Rpc + Default>() -> Declared {
+    let args = match serde_json::to_value(R::default()) {
+        Ok(Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    Declared {
+        schema: R::SCHEMA,
+        name: R::NAME,
+        args,
+    }
+}
+
+/// Every RPC the functions call.
+pub fn manifest() -> Vec<Declared> {
+    use integration::*;
+    vec![
+        declared::<IngestEvent>(),
+        declared::<RouterClaim>(),
+        declared::<SettleOutbox>(),
+        declared::<ReleaseRouter>(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::integration::*;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_manifest_names_every_argument_sent() {
+        let ingest = manifest()
+            .into_iter()
+            .find(|d| d.name == "ingest_event")
+            .unwrap();
+        assert_eq!(ingest.schema, "integration");
+        assert_eq!(ingest.args.len(), 12);
+        assert!(ingest.args.iter().all(|a| a.starts_with("p_")));
+    }
+
+    #[test]
+    fn results_refuse_missing_keys_and_ignore_added_ones() {
+        let ok: Settled =
+            serde_json::from_value(json!({ "acked": 2, "failed": 1, "stale": [] })).unwrap();
+        assert_eq!((ok.acked, ok.failed), (2, 1));
+        for renamed in [
+            json!({ "acks": 2, "failed": 1, "stale": [] }),
+            json!({ "acked": 2, "failed": 1 }),
+        ] {
+            assert!(
+                serde_json::from_value::<Settled>(renamed.clone()).is_err(),
+                "{renamed}"
+            );
+        }
+        let added = json!({ "acked": 2, "failed": 1, "stale": [], "skipped": 0 });
+        assert!(serde_json::from_value::<Settled>(added).is_ok());
+    }
+}
