@@ -18,7 +18,7 @@ DB_PORT=54322
 POSTGREST_PORT=54330
 POSTGREST_ADMIN_PORT=54331
 N8N_PORT=54350
-MATTERMOST_PORT=54360                    # the Mattermost stand-in the n8n tests host
+MATTERMOST_PORT=54360                    # the Mattermost stand-in (scripts/local/mattermost-standin.mjs)
 
 WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="0.2.130"           # = the wasm-bindgen pin in Cargo.toml
@@ -89,7 +89,7 @@ install_node_tools() {
 }
 
 # n8n is about 3 GB and 6 minutes to install, so it is cached like the other
-# tools; it is started only by the tests that need it (scripts/dev n8n up).
+# tools. Installed even with SWITCHYARD_N8N=off: the n8n tests start it then.
 install_n8n() {
   local lock="$ROOT/scripts/tooling/n8n/package-lock.json"
   if [ -f "$N8N_MARKER" ] && cmp -s "$lock" "$N8N_HOME/package-lock.json"; then
@@ -152,6 +152,9 @@ ensure_secrets() {
     # Signs the router's deliveries to the n8n handlers (the seeded routes).
     add_secret N8N_HANDLER_SIGNING_SECRET "whsec_$(openssl rand -base64 32)"
     add_secret N8N_OWNER_PASSWORD "Local-1$(openssl rand -hex 12)"
+    # What the database (pg_net, pg_cron) presents to wake the router: it can
+    # invoke that function and nothing else, unlike the service role key.
+    add_secret OUTBOX_ROUTER_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
   )
   [ $had_file -eq 1 ] || step "Generated local secrets in $SECRETS"
 }
@@ -187,6 +190,8 @@ ODOO_WEBHOOK_SECRET_PREVIOUS=$ODOO_WEBHOOK_SECRET_PREVIOUS
 ODOO_WEBHOOK_STANDARD_SECRET=$ODOO_WEBHOOK_STANDARD_SECRET
 N8N_URL=http://127.0.0.1:$N8N_PORT
 N8N_HANDLER_SIGNING_SECRET=$N8N_HANDLER_SIGNING_SECRET
+OUTBOX_ROUTER_INVOCATION_TOKEN=$OUTBOX_ROUTER_INVOCATION_TOKEN
+MATTERMOST_URL=http://127.0.0.1:$MATTERMOST_PORT
 MATTERMOST_STANDIN_PORT=$MATTERMOST_PORT
 EOF
 }
@@ -274,7 +279,7 @@ apply_platform() {
 apply_local_config() {
   load_secrets
   psql_admin -v router_url="http://127.0.0.1:$API_PORT/functions/v1/outbox-router" \
-    -v service_role_key="$SUPABASE_SERVICE_ROLE_KEY" \
+    -v router_token="$OUTBOX_ROUTER_INVOCATION_TOKEN" \
     -v n8n_url="http://127.0.0.1:$N8N_PORT" \
     -v handler_secret="$N8N_HANDLER_SIGNING_SECRET" \
     -f "$ROOT/scripts/local/seed.sql" >/dev/null
@@ -328,7 +333,32 @@ start_pg_net_sender() {
   echo $! > "$(pid_file pg-net-sender)"
 }
 
+# ---------------------------------------------------------------- Mattermost stand-in
+
+start_mattermost() {
+  running mattermost && { note "Mattermost stand-in already running"; return 0; }
+  step "Starting the Mattermost stand-in on 127.0.0.1:$MATTERMOST_PORT"
+  # Something else answering there would pass for the stand-in below.
+  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$MATTERMOST_PORT/"; then
+    die "port $MATTERMOST_PORT is taken by another process (a benchmark's receiver?)"
+  fi
+  setsid node "$ROOT/scripts/local/mattermost-standin.mjs" "$MATTERMOST_PORT" "$STATE" \
+    >>"$STATE/mattermost.log" 2>&1 </dev/null &
+  echo $! > "$(pid_file mattermost)"
+  wait_http "http://127.0.0.1:$MATTERMOST_PORT/messages?limit=0" 10 && running mattermost \
+    || die "the Mattermost stand-in did not start (port $MATTERMOST_PORT taken?); see $STATE/mattermost.log"
+}
+
 # ---------------------------------------------------------------- n8n
+
+# `scripts/dev up` starts n8n unless SWITCHYARD_N8N=off (a lighter stack).
+n8n_enabled() {
+  case "${SWITCHYARD_N8N:-on}" in
+    on) return 0 ;;
+    off) return 1 ;;
+    *) die "SWITCHYARD_N8N must be on or off, not '$SWITCHYARD_N8N'" ;;
+  esac
+}
 
 n8n_ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$N8N_PORT/healthz/readiness" 2>/dev/null; }
 
@@ -509,14 +539,20 @@ status_table() {
   printf '%-14s %-10s %s\n' postgres "$pg" "postgresql://postgres:postgres@127.0.0.1:$DB_PORT/postgres (pg_cron, pgTAP)"
   printf '%-14s %-10s %s\n' postgrest "$pgrst" "http://127.0.0.1:$POSTGREST_PORT (admin :$POSTGREST_ADMIN_PORT)"
   printf '%-14s %-10s %s\n' gateway "$wd" "http://127.0.0.1:$API_PORT (/rest/v1, /functions/v1)"
-  local sender n8n
+  local sender mattermost n8n
   running pg-net-sender && sender="up" || sender="down"
-  if running n8n && n8n_ready; then n8n="up"; elif running n8n; then n8n="not ready"; else n8n="stopped"; fi
+  if running mattermost && curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$MATTERMOST_PORT/messages?limit=0"; then
+    mattermost="up"
+  elif running mattermost; then mattermost="not ready"; else mattermost="down"; fi
+  if running n8n && n8n_ready; then n8n="up"; elif running n8n; then n8n="not ready"
+  elif n8n_enabled; then n8n="down"; else n8n="disabled"; fi
   printf '%-14s %-10s %s\n' pg_net "$sender" "stand-in sender for net.http_post (log: .local/pg-net-sender.log)"
-  printf '%-14s %-10s %s\n' n8n "$n8n" "http://127.0.0.1:$N8N_PORT (started by tests: scripts/dev n8n up)"
+  printf '%-14s %-10s %s\n' mattermost "$mattermost" "http://127.0.0.1:$MATTERMOST_PORT (stand-in; scripts/dev messages)"
+  printf '%-14s %-10s %s\n' n8n "$n8n" "http://127.0.0.1:$N8N_PORT (handler workflows; SWITCHYARD_N8N=off skips it)"
   local name
   for name in $(function_names); do
     printf '%-14s %-10s %s\n' "$name" "$wd" "http://127.0.0.1:$API_PORT/functions/v1/$name"
   done
-  [ "$pg" = up ] && [ "$pgrst" = up ] && [ "$wd" = up ] && [ "$sender" = up ]
+  [ "$pg" = up ] && [ "$pgrst" = up ] && [ "$wd" = up ] && [ "$sender" = up ] && [ "$mattermost" = up ] \
+    && { [ "$n8n" = up ] || [ "$n8n" = disabled ]; }
 }

@@ -1,13 +1,14 @@
 -- Local configuration of the integration bus, applied by `scripts/dev up` after
 -- the migrations (idempotent). On a real project an operator does the same once:
--- point the database at the router, and add routes.
--- psql variables: router_url, service_role_key, n8n_url, handler_secret.
+-- point the database at the router (with the router's invocation token, never
+-- the service role key), and add routes.
+-- psql variables: router_url, router_token, n8n_url, handler_secret.
 
-select integration.configure_router(:'router_url', :'service_role_key');
+select integration.configure_router(:'router_url', :'router_token');
 
 -- Demo routes for the seed's three domains, to the n8n handler workflows
--- (n8n/workflows/integration). Targets are only reachable while n8n runs
--- (`scripts/dev n8n up`); until then deliveries fail and back off as designed.
+-- (n8n/workflows/integration), which `scripts/dev up` starts. With SWITCHYARD_N8N=off
+-- nothing answers there, and deliveries fail and back off as designed.
 insert into integration.routes (event_pattern, target_url, signing_secret, timeout_ms, max_concurrency)
 values
   ('expense.*', :'n8n_url' || '/webhook/expense-handler', :'handler_secret', 10000, 8),

@@ -45,7 +45,8 @@ test("a signed event lands in outbox and event_log with its correlation id", asy
 
   const outbox = sql(`select status || '|' || correlation_id || '|' || event_type || '|' || aggregate_id || '|' || (payload->>'amount')
     from integration.outbox where id = '${res.json.event_id}' and idempotency_key = '${key}'`);
-  assert.equal(outbox, `pending|e2e-corr-1|expense.submitted|${body.aggregate_id}|125.5`);
+  // The stack's router may already have delivered it to the n8n handler.
+  assert.match(outbox, new RegExp(`^(pending|processing|completed)\\|e2e-corr-1\\|expense\\.submitted\\|${body.aggregate_id}\\|125\\.5$`));
   const log = sql(`select correlation_id || '|' || scheme || '|' || signing_key_id
     from integration.event_log where event_id = '${res.json.event_id}'`);
   assert.equal(log, `e2e-corr-1|ipai-hmac|${keyId(Buffer.from(env.ODOO_WEBHOOK_SECRET))}`);
