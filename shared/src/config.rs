@@ -44,6 +44,21 @@ impl FromLookup for () {
     }
 }
 
+/// A fixed set of name/value pairs as a lookup: settings in tests, or
+/// anywhere an `Env` is not at hand.
+pub fn lookup_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
 /// A Workers `Env` as a lookup: secrets and plain vars are both strings there.
 pub fn env_lookup(env: &worker::Env) -> impl Fn(&str) -> Option<String> + '_ {
     move |name| {
@@ -157,15 +172,7 @@ pub fn signing_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use super::lookup_from as lookup;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

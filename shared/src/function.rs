@@ -347,7 +347,7 @@ impl RequestLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::config::lookup_from as lookup;
 
     #[test]
     fn only_the_declared_methods_pass_and_405_says_which() {
@@ -378,14 +378,6 @@ mod tests {
             check_body_length(11, 10).unwrap_err().message,
             "the body exceeds 10 bytes"
         );
-    }
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
     }
 
     const BASE: [(&str, &str); 2] = [
@@ -449,7 +441,10 @@ mod tests {
     #[test]
     fn the_query_is_what_follows_the_first_question_mark() {
         assert_eq!(query_of("http://h/f"), None);
-        assert_eq!(query_of("http://h/f?wait=true").as_deref(), Some("wait=true"));
+        assert_eq!(
+            query_of("http://h/f?wait=true").as_deref(),
+            Some("wait=true")
+        );
         assert_eq!(query_of("http://h/f?a=1?b#frag").as_deref(), Some("a=1?b"));
         assert_eq!(query_of("http://h/f?").as_deref(), Some(""));
     }
