@@ -43,7 +43,7 @@ async function verifyJwt(token, secret) {
   } catch {
     return null;
   }
-  if (header.alg !== "HS256") return null;
+  if (header?.alg !== "HS256" || typeof claims !== "object" || claims === null) return null;
   const valid = await crypto.subtle.verify("HMAC", jwtKey, signature, encoder.encode(`${parts[0]}.${parts[1]}`));
   if (!valid) return null;
   if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now()) return null;

@@ -171,8 +171,8 @@ pub fn signing_keys(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::lookup_from as lookup;
+    use super::*;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

@@ -9,9 +9,9 @@
 //! exhaustive match, and tests iterate the enum itself.
 
 use serde_json::{json, Value};
-use strum::{EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
+use strum::{EnumIter, IntoEnumIterator, IntoStaticStr};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, EnumString, IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     MethodNotAllowed,
@@ -39,7 +39,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     pub fn parse(code: &str) -> Option<ErrorCode> {
-        code.parse().ok()
+        ErrorCode::iter().find(|c| c.as_str() == code)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -214,17 +214,15 @@ async fn run<F: Function>(
     method: &str,
     caller_out: &mut Option<Caller>,
 ) -> Result<Reply, ApiError> {
-    check_method(method, F::SPEC.methods)?;
-    let config = load_once(|| Config::<F::Settings>::from_lookup(&F::SPEC, &env_lookup(env)))?;
-    let authorization = req.headers().get("authorization").ok().flatten();
-    let caller = authenticate(
-        F::SPEC.auth,
-        authorization.as_deref(),
-        &PlatformKeys {
-            service_role_key: &config.supabase.service_role_key,
-            invocation_token: config.invocation_token.as_deref(),
-        },
-    )?;
+    let (config, caller) = match admit::<F>(&req, env, method) {
+        Ok(admitted) => admitted,
+        Err(err) => {
+            // An unread body makes workerd close the keep-alive connection,
+            // and the client's next request on it fails: read it, bounded.
+            let _ = read_body(&mut req, F::SPEC.max_body_bytes).await;
+            return Err(err);
+        }
+    };
     *caller_out = Some(caller.clone());
     let declared = req.headers().get("content-length").ok().flatten();
     check_declared_length(declared.as_deref(), F::SPEC.max_body_bytes)?;
@@ -242,6 +240,34 @@ async fn run<F: Function>(
     .await
 }
 
+/// A request past the checks made before its body is read.
+type Admitted<S> = (Rc<Config<S>>, Caller);
+
+/// The checks before the body is read: method, config, authentication.
+fn admit<F: Function>(
+    req: &Request,
+    env: &Env,
+    method: &str,
+) -> Result<Admitted<F::Settings>, ApiError> {
+    check_method(method, F::SPEC.methods)?;
+    let config = load_once(|| Config::<F::Settings>::from_lookup(&F::SPEC, &env_lookup(env)))?;
+    // Matched on the constant, so a function that authenticates nobody
+    // carries none of the token and JWT code.
+    if matches!(F::SPEC.auth, Auth::Open) {
+        return Ok((config, Caller::Anonymous));
+    }
+    let authorization = req.headers().get("authorization").ok().flatten();
+    let caller = authenticate(
+        F::SPEC.auth,
+        authorization.as_deref(),
+        &PlatformKeys {
+            service_role_key: &config.supabase.service_role_key,
+            invocation_token: config.invocation_token.as_deref(),
+        },
+    )?;
+    Ok((config, caller))
+}
+
 /// Reads at most `max` bytes: a body that goes on is refused without being
 /// read to its end, whatever its declared length said.
 async fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
@@ -250,10 +276,8 @@ async fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
     };
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(ErrorCode::InvalidJson, "the body could not be read")
-                .with_cause(e.to_string())
-        })?;
+        let chunk = chunk
+            .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body could not be read"))?;
         body.extend_from_slice(&chunk);
         check_body_length(body.len(), max)?;
     }

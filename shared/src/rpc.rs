@@ -6,10 +6,29 @@
 //! can hold them against the live database (tests/e2e/rpc_contract.test.mjs).
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::postgrest::Rpc;
+
+/// JSON sent on verbatim: a `Value` would pass numbers through a 64-bit
+/// float, so `18446744073709551617` would be stored rounded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<RawValue>);
+
+impl Default for RawJson {
+    fn default() -> Self {
+        RawJson(RawValue::from_string("{}".into()).expect("{} is JSON"))
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
 
 /// Schema `integration`: the outbox, its log and the router's calls.
 pub mod integration {
@@ -23,7 +42,7 @@ pub mod integration {
         pub p_event_type: String,
         pub p_aggregate_type: String,
         pub p_aggregate_id: String,
-        pub p_payload: Value,
+        pub p_payload: RawJson,
         pub p_occurred_at: Option<String>,
         pub p_correlation_id: String,
         pub p_scheme: String,
@@ -34,7 +53,8 @@ pub mod integration {
 
     #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
     pub struct Ingested {
-        pub event_id: Uuid,
+        /// A UUID; kept as text, since the function only echoes it.
+        pub event_id: String,
         pub duplicate: bool,
     }
 

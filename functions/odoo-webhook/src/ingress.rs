@@ -4,9 +4,12 @@
 //! against what Postgres can store, so an authentic but unstorable event is a
 //! 422 naming its field, not a database error.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use switchyard_shared::error::{ApiError, ErrorCode, Problem};
 use switchyard_shared::rpc::integration::{IngestEvent, Ingested};
+use switchyard_shared::rpc::RawJson;
 use switchyard_shared::signature::Verified;
 use switchyard_shared::time::parse_timestamptz;
 
@@ -22,7 +25,8 @@ pub struct Event {
     pub event_type: String,
     pub aggregate_type: String,
     pub aggregate_id: String,
-    pub payload: Value,
+    /// The payload's own bytes, stored as they came.
+    pub payload: RawJson,
     /// Normalised (see `parse_timestamptz`).
     pub occurred_at: Option<String>,
 }
@@ -61,20 +65,13 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
             String::new()
         }
     };
-    let payload = match fields.get("payload") {
+    match fields.get("payload") {
         Some(payload @ Value::Object(_)) => {
-            find_nul(&mut String::from("payload"), payload, &mut problems);
-            payload.clone()
+            find_nul(&mut String::from("payload"), payload, &mut problems)
         }
-        None | Some(Value::Null) => {
-            problems.push(Problem::new("payload", "is required"));
-            Value::Null
-        }
-        Some(_) => {
-            problems.push(Problem::new("payload", "must be a JSON object"));
-            Value::Null
-        }
-    };
+        None | Some(Value::Null) => problems.push(Problem::new("payload", "is required")),
+        Some(_) => problems.push(Problem::new("payload", "must be a JSON object")),
+    }
     let occurred_at = match fields.get("occurred_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match parse_timestamptz(s) {
@@ -95,6 +92,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
+    let payload = raw_payload(body)?;
     Ok(Event {
         event_type,
         aggregate_type,
@@ -102,6 +100,19 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
         payload,
         occurred_at,
     })
+}
+
+/// The payload exactly as sent. Validation above read it as a `Value`; what
+/// is stored is the original text, so no number is rounded on the way.
+fn raw_payload(body: &[u8]) -> Result<RawJson, ApiError> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        payload: &'a RawValue,
+    }
+    serde_json::from_slice::<Body>(body)
+        .map(|b| RawJson(b.payload.to_owned()))
+        .map_err(|_| invalid(vec![Problem::new("payload", "must appear once")]))
 }
 
 /// Postgres text and jsonb cannot hold U+0000; reports each string or key
@@ -211,7 +222,7 @@ mod tests {
         .unwrap();
         assert_eq!(e.event_type, "test");
         assert_eq!(e.aggregate_id, "1");
-        assert_eq!(e.payload, json!({}));
+        assert_eq!(e.payload.0.get(), "{}");
         assert_eq!(e.occurred_at, None);
     }
 
@@ -353,6 +364,20 @@ mod tests {
     }
 
     #[test]
+    fn payloads_are_stored_as_sent_with_every_digit() {
+        let e = parse_event(br#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":{"big":18446744073709551617,"tiny":1e-400, "n":[ 1.50 ]}}"#).unwrap();
+        assert_eq!(
+            e.payload.0.get(),
+            r#"{"big":18446744073709551617,"tiny":1e-400, "n":[ 1.50 ]}"#
+        );
+        let twice = br#"{"event_type":"t","aggregate_type":"t","aggregate_id":"1","payload":{},"payload":{"a":1}}"#;
+        assert_eq!(
+            codes_and_fields(std::str::from_utf8(twice).unwrap()).1,
+            ["payload"]
+        );
+    }
+
+    #[test]
     fn ingest_args_carry_verification_and_correlation() {
         let event = parse_event(br#"{"event_type":"asset.reserved","aggregate_type":"maintenance.equipment","aggregate_id":"7","payload":{"booking_id":3}}"#).unwrap();
         let verified = Verified {
@@ -435,7 +460,7 @@ mod tests {
                     Ok(event) => {
                         prop_assert!(is_name(&event.event_type));
                         prop_assert!(!event.aggregate_id.is_empty() && !event.aggregate_id.contains('\0'));
-                        prop_assert!(!event.payload.to_string().contains("\\u0000"));
+                        prop_assert!(!event.payload.0.get().contains("\\u0000"));
                         if let Some(at) = &event.occurred_at {
                             prop_assert_eq!(parse_timestamptz(at), Ok(at.clone()));
                         }
