@@ -35,7 +35,7 @@ impl Function for OutboxRouter {
     type Settings = Settings;
 
     async fn handle(call: Call<'_, Settings>) -> Result<Reply, ApiError> {
-        let invocation = invocation::parse(&call.body, call.query.as_deref())?;
+        let invocation = invocation::parse(&call.body, call.query().as_deref())?;
         let worker_id = format!("{NAME}:{}", call.correlation_id);
         let log_fields = json!({ "reason": invocation.reason, "wait": invocation.wait });
         if invocation.wait {
