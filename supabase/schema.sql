@@ -33,6 +33,22 @@ CREATE SCHEMA integration;
 ALTER SCHEMA integration OWNER TO postgres;
 
 --
+-- Name: observability; Type: SCHEMA; Schema: -; Owner: postgres
+--
+
+CREATE SCHEMA observability;
+
+ALTER SCHEMA observability OWNER TO postgres;
+
+--
+-- Name: ops; Type: SCHEMA; Schema: -; Owner: postgres
+--
+
+CREATE SCHEMA ops;
+
+ALTER SCHEMA ops OWNER TO postgres;
+
+--
 -- Name: configure_function(text, text, text); Type: FUNCTION; Schema: edge; Owner: postgres
 --
 
@@ -172,14 +188,18 @@ ALTER FUNCTION integration.configure_router(p_target_url text, p_invocation_toke
 --
 
 CREATE FUNCTION integration.event_types_last_hour() RETURNS TABLE(event_type text, events bigint, last_seen timestamp with time zone)
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
+begin
+  perform ops.require_operator();
+  return query
   select l.event_type, count(*), max(l.created_at)
   from integration.event_log l
   where l.created_at > now() - interval '1 hour'
   group by l.event_type
-  order by count(*) desc, l.event_type
+  order by count(*) desc, l.event_type;
+end;
 $$;
 
 ALTER FUNCTION integration.event_types_last_hour() OWNER TO postgres;
@@ -210,14 +230,18 @@ ALTER FUNCTION integration.fail_outbox(p_id uuid, p_lease_token uuid, p_error te
 --
 
 CREATE FUNCTION integration.failures_needing_attention(p_limit integer DEFAULT 100) RETURNS TABLE(id uuid, event_type text, attempts integer, last_error text, dead_at timestamp with time zone, created_at timestamp with time zone, correlation_id text)
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
+begin
+  perform ops.require_operator();
+  return query
   select o.id, o.event_type, o.attempts, o.last_error, o.dead_at, o.created_at, o.correlation_id
   from integration.outbox o
   where o.status = 'failed'
   order by o.dead_at desc nulls last
-  limit least(greatest(p_limit, 1), 1000)
+  limit least(greatest(p_limit, 1), 1000);
+end;
 $$;
 
 ALTER FUNCTION integration.failures_needing_attention(p_limit integer) OWNER TO postgres;
@@ -318,7 +342,7 @@ COMMENT ON FUNCTION integration.ingest_event(p_source text, p_idempotency_key te
 -- Name: lease_batch(text, integer, integer); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
-CREATE FUNCTION integration.lease_batch(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS TABLE(id uuid, lease_token uuid, source text, event_type text, aggregate_type text, aggregate_id text, payload jsonb, occurred_at timestamp with time zone, correlation_id text, attempts integer, created_at timestamp with time zone, target_url text, signing_secret text, timeout_ms integer, max_concurrency integer)
+CREATE FUNCTION integration.lease_batch(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS TABLE(id uuid, lease_token uuid, source text, event_type text, aggregate_type text, aggregate_id text, payload jsonb, occurred_at timestamp with time zone, correlation_id text, attempts integer, created_at timestamp with time zone, target_url text, signing_secret text, timeout_ms integer, max_concurrency integer, format text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -357,7 +381,7 @@ begin
   )
   select c.id, c.lock_token, c.source, c.event_type, c.aggregate_type, c.aggregate_id, c.payload,
          c.occurred_at, c.correlation_id, c.attempts, c.created_at,
-         r.target_url, r.signing_secret, r.timeout_ms, r.max_concurrency
+         r.target_url, r.signing_secret, r.timeout_ms, r.max_concurrency, r.format
   from claimed c
   left join lateral integration.route_for(c.event_type) r on true
   order by c.created_at;
@@ -425,17 +449,20 @@ ALTER FUNCTION integration.on_outbox_insert() OWNER TO postgres;
 --
 
 CREATE FUNCTION integration.outbox_stats() RETURNS jsonb
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select jsonb_build_object(
-    'by_status', coalesce((select jsonb_object_agg(status, n) from (
-        select status, count(*) as n from integration.outbox group by status) s), '{}'),
-    'oldest_pending_age_seconds', (select extract(epoch from now() - min(created_at))::integer
-        from integration.outbox where status = 'pending'),
-    'leased', (select count(*) from integration.outbox where status = 'processing'),
-    'expired_leases', (select count(*) from integration.outbox
-        where status = 'processing' and lease_expires_at < now()))
+begin
+  perform ops.require_operator();
+  return jsonb_build_object(
+    'by_status', coalesce((select jsonb_object_agg(s.status, s.n) from (
+        select o.status, count(*) as n from integration.outbox o group by o.status) s), '{}'),
+    'oldest_pending_age_seconds', (select extract(epoch from now() - min(o.created_at))::integer
+        from integration.outbox o where o.status = 'pending'),
+    'leased', (select count(*) from integration.outbox o where o.status = 'processing'),
+    'expired_leases', (select count(*) from integration.outbox o
+        where o.status = 'processing' and o.lease_expires_at < now()));
+end;
 $$;
 
 ALTER FUNCTION integration.outbox_stats() OWNER TO postgres;
@@ -471,6 +498,73 @@ CREATE FUNCTION integration.purge_replay_guard() RETURNS integer
 $$;
 
 ALTER FUNCTION integration.purge_replay_guard() OWNER TO postgres;
+
+--
+-- Name: raise_alert(text, text, text, jsonb, text); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.raise_alert(p_kind text, p_subject text, p_summary text, p_details jsonb DEFAULT '{}'::jsonb, p_correlation_id text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_window integer;
+  v_key text;
+  v_correlation_id text := coalesce(p_correlation_id, gen_random_uuid()::text);
+  v_id uuid;
+  v_count integer;
+begin
+  if p_kind is null or p_kind !~ '^[a-z][a-z0-9_]{0,39}$' then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'p_kind must be 1 to 40 characters of a-z, 0-9 and _, starting with a letter', hint = 'p_kind';
+  end if;
+  if p_subject is null or length(p_subject) not between 1 and 128 then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'p_subject must be 1 to 128 characters', hint = 'p_subject';
+  end if;
+  if p_summary is null or length(p_summary) not between 1 and 2000 then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'p_summary must be 1 to 2000 characters', hint = 'p_summary';
+  end if;
+  if p_details is not null and jsonb_typeof(p_details) <> 'object' then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'p_details must be a JSON object', hint = 'p_details';
+  end if;
+  if length(p_correlation_id) not between 1 and 128 then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'p_correlation_id must be 1 to 128 characters', hint = 'p_correlation_id';
+  end if;
+
+  select a.group_window_seconds into v_window from integration.alert_policy a;
+  v_key := format('alert.%s:%s:%s', p_kind, p_subject,
+    to_char(to_timestamp(floor(extract(epoch from now()) / v_window) * v_window) at time zone 'UTC',
+            'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
+
+  insert into integration.outbox as o
+    (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, correlation_id)
+  values
+    ('switchyard', v_key, 'alert.' || p_kind, 'alert', p_subject,
+     jsonb_build_object('kind', p_kind, 'subject', p_subject, 'summary', p_summary,
+       'details', coalesce(p_details, '{}'), 'count', 1, 'first_at', now(), 'last_at', now(),
+       'correlation_id', v_correlation_id),
+     v_correlation_id)
+  on conflict (source, idempotency_key) do nothing
+  returning o.id into v_id;
+  if v_id is not null then
+    return jsonb_build_object('event_id', v_id, 'grouped', false, 'count', 1);
+  end if;
+
+  update integration.outbox o set
+    payload = o.payload || jsonb_build_object(
+      'count', coalesce((o.payload ->> 'count')::integer, 1) + 1, 'last_at', now()),
+    updated_at = now()
+  where o.source = 'switchyard' and o.idempotency_key = v_key
+  returning o.id, (o.payload ->> 'count')::integer into v_id, v_count;
+  return jsonb_build_object('event_id', v_id, 'grouped', true, 'count', v_count);
+end;
+$_$;
+
+ALTER FUNCTION integration.raise_alert(p_kind text, p_subject text, p_summary text, p_details jsonb, p_correlation_id text) OWNER TO postgres;
 
 --
 -- Name: reclaim_expired_leases(); Type: FUNCTION; Schema: integration; Owner: postgres
@@ -684,7 +778,9 @@ CREATE TABLE integration.routes (
     max_concurrency integer DEFAULT 8 NOT NULL,
     enabled boolean DEFAULT true NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    format text DEFAULT 'standard-webhooks'::text NOT NULL,
     CONSTRAINT routes_event_pattern_check CHECK (((event_pattern ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*(\.\*)?$'::text) OR (event_pattern = '*'::text))),
+    CONSTRAINT routes_format_check CHECK ((format = ANY (ARRAY['standard-webhooks'::text, 'chat'::text]))),
     CONSTRAINT routes_max_concurrency_check CHECK (((max_concurrency >= 1) AND (max_concurrency <= 256))),
     CONSTRAINT routes_signing_secret_check CHECK ((signing_secret ~~ 'whsec_%'::text)),
     CONSTRAINT routes_target_url_check CHECK ((target_url ~ '^https?://'::text)),
@@ -871,6 +967,1012 @@ $$;
 ALTER FUNCTION integration.wake_router_unless_active(p_reason text) OWNER TO postgres;
 
 --
+-- Name: apply_health_sample(bigint, text, integer, integer, text, text, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.apply_health_sample(p_service_id bigint, p_status text, p_response_time_ms integer, p_http_status integer, p_error text, p_correlation_id text, p_field text DEFAULT ''::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_service observability.services;
+  v_failures integer;
+  v_status text;
+  v_error text := left(nullif(p_error, ''), 2000);
+  v_alert text;
+begin
+  if p_service_id is null then
+    perform observability.reject(p_field || 'service_id', 'service_id is required');
+  end if;
+  if p_status is null or p_status not in ('healthy', 'degraded', 'failing') then
+    perform observability.reject(p_field || 'status', 'status must be healthy, degraded or failing (what the probe saw)');
+  end if;
+  if p_response_time_ms not between 0 and 3600000 then
+    perform observability.reject(p_field || 'response_time_ms', 'response_time_ms must be 0 to 3600000');
+  end if;
+  if p_http_status not between 100 and 599 then
+    perform observability.reject(p_field || 'http_status', 'http_status must be 100 to 599 when given');
+  end if;
+  if length(p_correlation_id) not between 1 and 128 then
+    perform observability.reject('correlation_id', 'correlation_id must be 1 to 128 characters when given');
+  end if;
+  select * into v_service from observability.services s where s.id = p_service_id for update;
+  if not found then
+    perform observability.reject(p_field || 'service_id', format('no service has id %s', p_service_id));
+  end if;
+
+  insert into observability.service_health (service_id, status, response_time_ms, http_status, error, correlation_id)
+  values (v_service.id, p_status, p_response_time_ms, p_http_status, v_error, p_correlation_id);
+
+  if p_status = 'failing' then
+    v_failures := v_service.consecutive_failures + 1;
+    v_status := case when v_failures >= v_service.failures_to_down then 'down' else v_service.status end;
+  else
+    v_failures := 0;
+    v_status := p_status;
+  end if;
+
+  update observability.services s set
+    status = v_status,
+    consecutive_failures = v_failures,
+    last_checked_at = now(),
+    last_response_time_ms = p_response_time_ms,
+    last_change_at = case when v_status <> v_service.status then now() else s.last_change_at end,
+    updated_at = now()
+  where s.id = v_service.id;
+
+  if v_status = 'down' and v_service.status <> 'down' then
+    v_alert := 'service_down';
+    perform integration.raise_alert('service_down', v_service.name,
+      format('%s is down: %s failed checks in a row', v_service.name, v_failures),
+      jsonb_strip_nulls(jsonb_build_object('service_id', v_service.id, 'url', v_service.url,
+        'consecutive_failures', v_failures, 'http_status', p_http_status, 'error', v_error,
+        'response_time_ms', p_response_time_ms)),
+      p_correlation_id);
+  elsif v_service.status = 'down' and v_status <> 'down' then
+    v_alert := 'service_recovered';
+    perform integration.raise_alert('service_recovered', v_service.name,
+      format('%s is %s again', v_service.name, v_status),
+      jsonb_strip_nulls(jsonb_build_object('service_id', v_service.id, 'url', v_service.url,
+        'down_since', v_service.last_change_at, 'http_status', p_http_status,
+        'response_time_ms', p_response_time_ms)),
+      p_correlation_id);
+  end if;
+
+  return jsonb_build_object('service_id', v_service.id, 'name', v_service.name, 'from', v_service.status,
+    'to', v_status, 'changed', v_status <> v_service.status, 'consecutive_failures', v_failures,
+    'alert', v_alert);
+end;
+$$;
+
+ALTER FUNCTION observability.apply_health_sample(p_service_id bigint, p_status text, p_response_time_ms integer, p_http_status integer, p_error text, p_correlation_id text, p_field text) OWNER TO postgres;
+
+--
+-- Name: cancel_job(uuid, text, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+begin
+  if cancel_job.job_id is null then
+    perform observability.reject('job_id', 'job_id is required');
+  end if;
+  if cancel_job.reason is null or length(btrim(cancel_job.reason)) not between 1 and 1000 then
+    perform observability.reject('reason', 'reason must be 1 to 1000 characters');
+  end if;
+  if cancel_job.requested_by is null or length(btrim(cancel_job.requested_by)) not between 1 and 200 then
+    perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
+  end if;
+  select * into v_job from observability.jobs j where j.id = cancel_job.job_id for update;
+  if not found then
+    perform observability.reject('job_id', 'no job has this id');
+  end if;
+  if v_job.status in ('succeeded', 'cancelled') then
+    perform observability.refuse_stale(format('the job is already %s', v_job.status));
+  end if;
+  if v_job.status = 'running' then
+    perform observability.finish_run(v_job, v_job.attempts, 'cancelled', null, null, cancel_job.reason);
+  end if;
+  perform set_config('observability.job_event_detail',
+    jsonb_build_object('reason', cancel_job.reason, 'requested_by', cancel_job.requested_by)::text, true);
+  update observability.jobs j set
+    status = 'cancelled', finished_at = now(),
+    locked_by = null, locked_at = null, lease_token = null, lease_expires_at = null, updated_at = now()
+  where j.id = v_job.id;
+  return jsonb_build_object('job_id', v_job.id, 'status', 'cancelled', 'previous_status', v_job.status);
+end;
+$$;
+
+ALTER FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) OWNER TO postgres;
+
+--
+-- Name: claim_job(text, text[], integer, integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.claim_job(worker text, job_types text[], batch_size integer DEFAULT 1, lease_seconds integer DEFAULT NULL::integer) RETURNS SETOF jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_lease_seconds integer;
+begin
+  if claim_job.worker is null or length(claim_job.worker) not between 1 and 100 then
+    perform observability.reject('worker', 'worker must be 1 to 100 characters');
+  end if;
+  if claim_job.job_types is null or cardinality(claim_job.job_types) not between 1 and 50
+     or exists (select 1 from unnest(claim_job.job_types) t(job_type)
+                where not coalesce(observability.valid_job_type(t.job_type), false)) then
+    perform observability.reject('job_types',
+      'job_types must list 1 to 50 job types, each a dotted name such as deploy.staging');
+  end if;
+  if claim_job.batch_size is null or claim_job.batch_size not between 1 and 100 then
+    perform observability.reject('batch_size', 'batch_size must be 1 to 100');
+  end if;
+  v_lease_seconds := coalesce(claim_job.lease_seconds, (select s.lease_seconds from observability.settings s));
+  if v_lease_seconds not between 5 and 3600 then
+    perform observability.reject('lease_seconds', 'lease_seconds must be 5 to 3600');
+  end if;
+
+  perform observability.reclaim_expired_jobs();
+
+  -- ANY(ARRAY(...)) rather than a CTE join, as in integration.lease_batch.
+  return query
+  with claimed as (
+    update observability.jobs j set
+      status = 'running',
+      attempts = j.attempts + 1,
+      locked_by = claim_job.worker,
+      locked_at = now(),
+      lease_token = gen_random_uuid(),
+      lease_expires_at = now() + make_interval(secs => v_lease_seconds),
+      updated_at = now()
+    where j.id = any(array(
+      select c.id from observability.jobs c
+      where c.status in ('queued', 'failed')
+        and c.job_type = any(claim_job.job_types)
+        and c.available_at <= now()
+      order by c.priority desc, c.available_at, c.created_at
+      limit claim_job.batch_size
+      for update skip locked))
+    returning j.*
+  ), runs as (
+    insert into observability.job_runs (job_id, attempt, worker)
+    select c.id, c.attempts, c.locked_by from claimed c
+  )
+  select jsonb_build_object(
+    'job_id', c.id, 'lease_token', c.lease_token, 'lease_expires_at', c.lease_expires_at,
+    'source', c.source, 'job_type', c.job_type, 'payload', c.payload, 'context', c.context,
+    'priority', c.priority, 'attempt', c.attempts, 'max_attempts', c.max_attempts,
+    'correlation_id', c.correlation_id, 'idempotency_key', c.idempotency_key, 'created_at', c.created_at)
+  from claimed c
+  order by c.priority desc, c.available_at, c.created_at;
+end;
+$$;
+
+ALTER FUNCTION observability.claim_job(worker text, job_types text[], batch_size integer, lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: complete_job(uuid, jsonb, jsonb, uuid); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.complete_job(job_id uuid, result jsonb DEFAULT NULL::jsonb, metrics jsonb DEFAULT NULL::jsonb, lease_token uuid DEFAULT NULL::uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+  v_attempt integer;
+begin
+  if complete_job.metrics is not null and jsonb_typeof(complete_job.metrics) <> 'object' then
+    perform observability.reject('metrics', 'metrics must be a JSON object');
+  end if;
+  v_job := observability.lock_job(complete_job.job_id, complete_job.lease_token);
+  -- A claim counted the attempt already; settling without a claim counts it now.
+  v_attempt := case when v_job.status = 'running' then v_job.attempts else v_job.attempts + 1 end;
+  perform observability.finish_run(v_job, v_attempt, 'succeeded', complete_job.result, complete_job.metrics, null);
+  update observability.jobs j set
+    status = 'succeeded', attempts = v_attempt, result = complete_job.result, finished_at = now(),
+    locked_by = null, locked_at = null, lease_token = null, lease_expires_at = null, updated_at = now()
+  where j.id = v_job.id;
+  return jsonb_build_object('job_id', v_job.id, 'status', 'succeeded', 'attempts', v_attempt,
+                            'correlation_id', v_job.correlation_id);
+end;
+$$;
+
+ALTER FUNCTION observability.complete_job(job_id uuid, result jsonb, metrics jsonb, lease_token uuid) OWNER TO postgres;
+
+--
+-- Name: enqueue_job(text, text, jsonb, jsonb, integer, text, text, integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.enqueue_job(source text, job_type text, payload jsonb DEFAULT '{}'::jsonb, context jsonb DEFAULT '{}'::jsonb, priority integer DEFAULT 0, idempotency_key text DEFAULT NULL::text, correlation_id text DEFAULT NULL::text, max_attempts integer DEFAULT 3) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_payload jsonb := coalesce(enqueue_job.payload, '{}');
+  v_context jsonb := coalesce(enqueue_job.context, '{}');
+  v_priority integer := coalesce(enqueue_job.priority, 0);
+  v_max_attempts integer := coalesce(enqueue_job.max_attempts, 3);
+  v_id uuid;
+  v_correlation_id text;
+  v_existing observability.jobs;
+begin
+  if enqueue_job.source is null or enqueue_job.source !~ '^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$' then
+    perform observability.reject('source',
+      'source must be 1 to 64 characters (letters, digits and _ . : @ / -), starting with a letter or digit');
+  end if;
+  if not coalesce(observability.valid_job_type(enqueue_job.job_type), false) then
+    perform observability.reject('job_type',
+      'job_type must be a dotted name such as deploy.staging: 1 to 100 characters, letters, digits, _ and - between dots');
+  end if;
+  if jsonb_typeof(v_payload) <> 'object' then
+    perform observability.reject('payload', 'payload must be a JSON object');
+  end if;
+  if jsonb_typeof(v_context) <> 'object' then
+    perform observability.reject('context', 'context must be a JSON object');
+  end if;
+  if v_priority not between -100 and 100 then
+    perform observability.reject('priority', 'priority must be -100 to 100 (higher runs first)');
+  end if;
+  if length(enqueue_job.idempotency_key) not between 1 and 255 then
+    perform observability.reject('idempotency_key', 'idempotency_key must be 1 to 255 characters when given');
+  end if;
+  if length(enqueue_job.correlation_id) not between 1 and 128 then
+    perform observability.reject('correlation_id', 'correlation_id must be 1 to 128 characters when given');
+  end if;
+  if v_max_attempts not between 1 and 20 then
+    perform observability.reject('max_attempts', 'max_attempts must be 1 to 20');
+  end if;
+
+  insert into observability.jobs as j
+    (source, job_type, payload, context, priority, idempotency_key, correlation_id, max_attempts)
+  values
+    (enqueue_job.source, enqueue_job.job_type, v_payload, v_context, v_priority, enqueue_job.idempotency_key,
+     coalesce(enqueue_job.correlation_id, gen_random_uuid()::text), v_max_attempts)
+  on conflict on constraint jobs_source_idempotency_key_key do nothing
+  returning j.id, j.correlation_id into v_id, v_correlation_id;
+
+  if v_id is not null then
+    return jsonb_build_object('job_id', v_id, 'status', 'queued', 'correlation_id', v_correlation_id,
+                              'duplicate', false);
+  end if;
+
+  select * into v_existing from observability.jobs j
+  where j.source = enqueue_job.source and j.idempotency_key = enqueue_job.idempotency_key;
+  if v_existing.job_type = enqueue_job.job_type
+     and v_existing.payload = v_payload
+     and v_existing.context = v_context
+     and v_existing.priority = v_priority
+     and v_existing.max_attempts = v_max_attempts
+     and (enqueue_job.correlation_id is null or v_existing.correlation_id = enqueue_job.correlation_id) then
+    return jsonb_build_object('job_id', v_existing.id, 'status', v_existing.status,
+                              'correlation_id', v_existing.correlation_id, 'duplicate', true);
+  end if;
+  raise exception using errcode = 'PT409', message = 'idempotency_conflict',
+    detail = 'this idempotency key was already used by this source for a different job', hint = 'idempotency_key';
+end;
+$_$;
+
+ALTER FUNCTION observability.enqueue_job(source text, job_type text, payload jsonb, context jsonb, priority integer, idempotency_key text, correlation_id text, max_attempts integer) OWNER TO postgres;
+
+--
+-- Name: fail_job(uuid, text, uuid, integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.fail_job(job_id uuid, error text, lease_token uuid DEFAULT NULL::uuid, retry_after_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+  v_attempt integer;
+  v_status text;
+begin
+  if fail_job.error is null or btrim(fail_job.error) = '' then
+    perform observability.reject('error', 'error is required: what went wrong');
+  end if;
+  if fail_job.retry_after_seconds not between 0 and 86400 then
+    perform observability.reject('retry_after_seconds', 'retry_after_seconds must be 0 to 86400 when given');
+  end if;
+  v_job := observability.lock_job(fail_job.job_id, fail_job.lease_token);
+  v_attempt := case when v_job.status = 'running' then v_job.attempts else v_job.attempts + 1 end;
+  v_status := observability.settle_failure(v_job, v_attempt, left(fail_job.error, 4000),
+                                           fail_job.retry_after_seconds, 'failed');
+  return jsonb_build_object('job_id', v_job.id, 'status', v_status, 'attempts', v_attempt,
+    'retry_at', (select j.available_at from observability.jobs j where j.id = v_job.id and v_status = 'failed'),
+    'correlation_id', v_job.correlation_id);
+end;
+$$;
+
+ALTER FUNCTION observability.fail_job(job_id uuid, error text, lease_token uuid, retry_after_seconds integer) OWNER TO postgres;
+
+--
+-- Name: valid_job_type(text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.valid_job_type(p_job_type text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+  select length(p_job_type) between 1 and 100
+     and p_job_type ~ '^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$'
+$_$;
+
+ALTER FUNCTION observability.valid_job_type(p_job_type text) OWNER TO postgres;
+
+--
+-- Name: jobs; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.jobs (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    source text NOT NULL,
+    job_type text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    context jsonb DEFAULT '{}'::jsonb NOT NULL,
+    priority integer DEFAULT 0 NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    available_at timestamp with time zone DEFAULT now() NOT NULL,
+    locked_by text,
+    locked_at timestamp with time zone,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    idempotency_key text,
+    correlation_id text DEFAULT (gen_random_uuid())::text NOT NULL,
+    result jsonb,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT jobs_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT jobs_context_check CHECK ((jsonb_typeof(context) = 'object'::text)),
+    CONSTRAINT jobs_correlation_id_check CHECK (((length(correlation_id) >= 1) AND (length(correlation_id) <= 128))),
+    CONSTRAINT jobs_finished_only_when_final CHECK (((status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])) = (finished_at IS NOT NULL))),
+    CONSTRAINT jobs_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
+    CONSTRAINT jobs_job_type_check CHECK (observability.valid_job_type(job_type)),
+    CONSTRAINT jobs_lease_only_while_running CHECK (((status = 'running'::text) = (lease_token IS NOT NULL))),
+    CONSTRAINT jobs_max_attempts_check CHECK (((max_attempts >= 1) AND (max_attempts <= 20))),
+    CONSTRAINT jobs_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT jobs_priority_check CHECK (((priority >= '-100'::integer) AND (priority <= 100))),
+    CONSTRAINT jobs_source_check CHECK ((source ~ '^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$'::text)),
+    CONSTRAINT jobs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'cancelled'::text])))
+)
+WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='5000', autovacuum_analyze_scale_factor='0', autovacuum_analyze_threshold='5000');
+
+ALTER TABLE observability.jobs OWNER TO postgres;
+
+--
+-- Name: TABLE jobs; Type: COMMENT; Schema: observability; Owner: postgres
+--
+
+COMMENT ON TABLE observability.jobs IS 'Job queue with a state machine; every status change is audited in job_events.';
+
+--
+-- Name: finish_run(observability.jobs, integer, text, jsonb, jsonb, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.finish_run(p_job observability.jobs, p_attempt integer, p_outcome text, p_result jsonb, p_metrics jsonb, p_error text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  update observability.job_runs r set
+    finished_at = clock_timestamp(), outcome = p_outcome, result = p_result, metrics = p_metrics, error = p_error
+  where r.job_id = p_job.id and r.finished_at is null;
+  if not found then
+    insert into observability.job_runs (job_id, attempt, worker, started_at, finished_at, outcome, result, metrics, error)
+    values (p_job.id, p_attempt, null, p_job.updated_at, clock_timestamp(), p_outcome, p_result, p_metrics, p_error);
+  end if;
+end;
+$$;
+
+ALTER FUNCTION observability.finish_run(p_job observability.jobs, p_attempt integer, p_outcome text, p_result jsonb, p_metrics jsonb, p_error text) OWNER TO postgres;
+
+--
+-- Name: get_health_summary(); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.get_health_summary() RETURNS TABLE(service_id bigint, name text, kind text, enabled boolean, status text, last_checked_at timestamp with time zone, last_change_at timestamp with time zone, last_response_time_ms integer, consecutive_failures integer, samples_24h bigint, uptime_24h numeric)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform ops.require_operator();
+  return query
+  select s.id, s.name, s.kind, s.enabled, s.status, s.last_checked_at, s.last_change_at,
+         s.last_response_time_ms, s.consecutive_failures, h.samples,
+         round(h.up::numeric / nullif(h.samples, 0), 4)
+  from observability.services s
+  cross join lateral (
+    select count(*) as samples, count(*) filter (where x.status <> 'failing') as up
+    from observability.service_health x
+    where x.service_id = s.id and x.checked_at > now() - interval '24 hours') h
+  order by s.name;
+end;
+$$;
+
+ALTER FUNCTION observability.get_health_summary() OWNER TO postgres;
+
+--
+-- Name: heartbeat_job(uuid, uuid, integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+  v_lease_seconds integer;
+  v_expires timestamptz;
+begin
+  if heartbeat_job.lease_token is null then
+    perform observability.reject('lease_token', 'lease_token is required');
+  end if;
+  v_lease_seconds := coalesce(heartbeat_job.lease_seconds, (select s.lease_seconds from observability.settings s));
+  if v_lease_seconds not between 5 and 3600 then
+    perform observability.reject('lease_seconds', 'lease_seconds must be 5 to 3600');
+  end if;
+  v_job := observability.lock_job(heartbeat_job.job_id, heartbeat_job.lease_token);
+  update observability.jobs j set
+    lease_expires_at = now() + make_interval(secs => v_lease_seconds), updated_at = now()
+  where j.id = v_job.id
+  returning j.lease_expires_at into v_expires;
+  return jsonb_build_object('job_id', v_job.id, 'lease_expires_at', v_expires);
+end;
+$$;
+
+ALTER FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: list_services_to_probe(integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.list_services_to_probe(max_services integer DEFAULT 100) RETURNS TABLE(id bigint, name text, url text, method text, expected_status integer, body_match text, timeout_ms integer, degraded_ms integer)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if list_services_to_probe.max_services is null or list_services_to_probe.max_services not between 1 and 1000 then
+    perform observability.reject('max_services', 'max_services must be 1 to 1000');
+  end if;
+  return query
+  select s.id, s.name, s.url, s.method, s.expected_status, s.body_match, s.timeout_ms, s.degraded_ms
+  from observability.services s
+  where s.enabled
+    and (s.last_checked_at is null
+         or s.last_checked_at <= now() - make_interval(secs => s.interval_seconds) + interval '30 seconds')
+  order by s.last_checked_at nulls first, s.id
+  limit list_services_to_probe.max_services;
+end;
+$$;
+
+ALTER FUNCTION observability.list_services_to_probe(max_services integer) OWNER TO postgres;
+
+--
+-- Name: lock_job(uuid, uuid); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.lock_job(p_job_id uuid, p_lease_token uuid) RETURNS observability.jobs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+begin
+  if p_job_id is null then
+    perform observability.reject('job_id', 'job_id is required');
+  end if;
+  select * into v_job from observability.jobs j where j.id = p_job_id for update;
+  if not found then
+    perform observability.reject('job_id', 'no job has this id');
+  end if;
+  if v_job.status in ('succeeded', 'dead', 'cancelled') then
+    perform observability.refuse_stale(format('the job is already %s', v_job.status));
+  end if;
+  if p_lease_token is null and v_job.status = 'running' then
+    perform observability.refuse_stale('the job is leased by a worker: only its lease_token settles it');
+  end if;
+  if p_lease_token is not null and v_job.lease_token is distinct from p_lease_token then
+    perform observability.refuse_stale(
+      'the job is not leased with this token (the lease expired and was reclaimed, or it was already settled)');
+  end if;
+  return v_job;
+end;
+$$;
+
+ALTER FUNCTION observability.lock_job(p_job_id uuid, p_lease_token uuid) OWNER TO postgres;
+
+--
+-- Name: next_retry_at(integer, integer, integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.next_retry_at(p_attempts integer, p_max_attempts integer, p_retry_after_seconds integer) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select case
+    when p_attempts >= p_max_attempts then null
+    else now() + make_interval(secs => coalesce(p_retry_after_seconds,
+      s.job_backoff_seconds[least(greatest(p_attempts, 1), cardinality(s.job_backoff_seconds))]))
+  end
+  from observability.settings s
+$$;
+
+ALTER FUNCTION observability.next_retry_at(p_attempts integer, p_max_attempts integer, p_retry_after_seconds integer) OWNER TO postgres;
+
+--
+-- Name: purge_retention(); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.purge_retention() RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_settings observability.settings;
+  v_events integer;
+  v_runs integer;
+  v_health integer;
+begin
+  select * into v_settings from observability.settings;
+
+  perform set_config('observability.purging', 'on', true);
+  delete from observability.job_events e
+  where e.at < now() - make_interval(days => v_settings.job_events_retention_days);
+  get diagnostics v_events = row_count;
+  perform set_config('observability.purging', '', true);
+
+  delete from observability.job_runs r
+  where r.finished_at < now() - make_interval(days => v_settings.job_runs_retention_days);
+  get diagnostics v_runs = row_count;
+
+  delete from observability.service_health h
+  where h.checked_at < now() - make_interval(days => v_settings.service_health_retention_days);
+  get diagnostics v_health = row_count;
+
+  return jsonb_build_object('job_events', v_events, 'job_runs', v_runs, 'service_health', v_health);
+end;
+$$;
+
+ALTER FUNCTION observability.purge_retention() OWNER TO postgres;
+
+--
+-- Name: reclaim_expired_jobs(); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.reclaim_expired_jobs() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+  v_count integer := 0;
+begin
+  for v_job in
+    select * from observability.jobs j
+    where j.status = 'running' and j.lease_expires_at < now()
+    order by j.lease_expires_at
+    for update skip locked
+  loop
+    perform observability.settle_failure(v_job, v_job.attempts, 'lease expired before complete or fail', null,
+                                         'lease_expired');
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end;
+$$;
+
+ALTER FUNCTION observability.reclaim_expired_jobs() OWNER TO postgres;
+
+--
+-- Name: record_health(bigint, text, integer, integer, text, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.record_health(service_id bigint, status text, response_time_ms integer, http_status integer DEFAULT NULL::integer, error text DEFAULT NULL::text, correlation_id text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select observability.apply_health_sample(record_health.service_id, record_health.status,
+    record_health.response_time_ms, record_health.http_status, record_health.error, record_health.correlation_id)
+$$;
+
+ALTER FUNCTION observability.record_health(service_id bigint, status text, response_time_ms integer, http_status integer, error text, correlation_id text) OWNER TO postgres;
+
+--
+-- Name: record_health_batch(jsonb, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.record_health_batch(samples jsonb, correlation_id text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_sample jsonb;
+  v_index integer := 0;
+  v_field text;
+  v_service_id bigint;
+  v_response_time_ms integer;
+  v_http_status integer;
+  v_ids bigint[] := '{}';
+  v_result jsonb;
+  v_transitions jsonb := '[]';
+begin
+  if jsonb_typeof(record_health_batch.samples) is distinct from 'array'
+     or jsonb_array_length(record_health_batch.samples) not between 1 and 1000 then
+    perform observability.reject('samples', 'samples must be an array of 1 to 1000 probe results');
+  end if;
+  for v_sample in select e.value from jsonb_array_elements(record_health_batch.samples) e loop
+    v_field := format('samples[%s]', v_index);
+    if jsonb_typeof(v_sample) <> 'object' then
+      perform observability.reject(v_field,
+        'each sample is an object {service_id, status, response_time_ms, http_status?, error?}');
+    end if;
+    begin
+      v_service_id := (v_sample ->> 'service_id')::bigint;
+      v_response_time_ms := (v_sample ->> 'response_time_ms')::integer;
+      v_http_status := (v_sample ->> 'http_status')::integer;
+    exception when invalid_text_representation or numeric_value_out_of_range then
+      perform observability.reject(v_field, 'service_id, response_time_ms and http_status are integers');
+    end;
+    if v_service_id = any(v_ids) then
+      perform observability.reject(v_field || '.service_id', 'each service appears at most once in a batch');
+    end if;
+    v_ids := v_ids || v_service_id;
+    v_index := v_index + 1;
+  end loop;
+
+  perform 1 from observability.services s where s.id = any(v_ids) order by s.id for update;
+
+  v_index := 0;
+  for v_sample in select e.value from jsonb_array_elements(record_health_batch.samples) e loop
+    v_result := observability.apply_health_sample((v_sample ->> 'service_id')::bigint, v_sample ->> 'status',
+      (v_sample ->> 'response_time_ms')::integer, (v_sample ->> 'http_status')::integer, v_sample ->> 'error',
+      record_health_batch.correlation_id, format('samples[%s].', v_index));
+    if (v_result ->> 'changed')::boolean then
+      v_transitions := v_transitions || jsonb_build_array(jsonb_build_object(
+        'service_id', v_result -> 'service_id', 'name', v_result -> 'name',
+        'from', v_result -> 'from', 'to', v_result -> 'to', 'alert', v_result -> 'alert'));
+    end if;
+    v_index := v_index + 1;
+  end loop;
+  return jsonb_build_object('recorded', v_index, 'transitions', v_transitions);
+end;
+$$;
+
+ALTER FUNCTION observability.record_health_batch(samples jsonb, correlation_id text) OWNER TO postgres;
+
+--
+-- Name: record_job_event(); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.record_job_event() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_extra text := current_setting('observability.job_event_detail', true);
+  v_detail jsonb;
+begin
+  v_detail := jsonb_strip_nulls(jsonb_build_object(
+    'job_type', case when tg_op = 'INSERT' then new.job_type end,
+    'source', case when tg_op = 'INSERT' then new.source end,
+    'error', case when new.status in ('failed', 'dead') then new.last_error end,
+    'retry_at', case when new.status = 'failed' then new.available_at end,
+    'lease_expires_at', case when new.status = 'running' then new.lease_expires_at end));
+  if coalesce(v_extra, '') <> '' then
+    v_detail := v_detail || v_extra::jsonb;
+    perform set_config('observability.job_event_detail', '', true);
+  end if;
+  insert into observability.job_events (job_id, from_status, to_status, attempt, worker, correlation_id, detail)
+  values (new.id, case when tg_op = 'UPDATE' then old.status end, new.status, new.attempts,
+          coalesce(new.locked_by, case when tg_op = 'UPDATE' then old.locked_by end), new.correlation_id, v_detail);
+  return null;
+end;
+$$;
+
+ALTER FUNCTION observability.record_job_event() OWNER TO postgres;
+
+--
+-- Name: refuse_job_event_change(); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.refuse_job_event_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if tg_op = 'DELETE' and current_setting('observability.purging', true) = 'on' then
+    return old;
+  end if;
+  raise exception using errcode = 'PT403', message = 'forbidden',
+    detail = format('observability.job_events is append-only: %s is refused (rows leave only through purge_retention)', tg_op);
+end;
+$$;
+
+ALTER FUNCTION observability.refuse_job_event_change() OWNER TO postgres;
+
+--
+-- Name: refuse_stale(text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.refuse_stale(p_detail text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  raise exception using errcode = 'PT409', message = 'stale_lease', detail = p_detail;
+end;
+$$;
+
+ALTER FUNCTION observability.refuse_stale(p_detail text) OWNER TO postgres;
+
+--
+-- Name: reject(text, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.reject(p_field text, p_detail text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  raise exception using errcode = 'PT422', message = 'validation_failed', detail = p_detail, hint = p_field;
+end;
+$$;
+
+ALTER FUNCTION observability.reject(p_field text, p_detail text) OWNER TO postgres;
+
+--
+-- Name: requeue_job(uuid, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.requeue_job(job_id uuid, requested_by text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+begin
+  if requeue_job.job_id is null then
+    perform observability.reject('job_id', 'job_id is required');
+  end if;
+  if requeue_job.requested_by is null or length(btrim(requeue_job.requested_by)) not between 1 and 200 then
+    perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
+  end if;
+  select * into v_job from observability.jobs j where j.id = requeue_job.job_id for update;
+  if not found then
+    perform observability.reject('job_id', 'no job has this id');
+  end if;
+  if v_job.status not in ('dead', 'cancelled') then
+    perform observability.refuse_stale(format('only dead or cancelled jobs are requeued; this one is %s', v_job.status));
+  end if;
+  perform set_config('observability.job_event_detail',
+    jsonb_build_object('requested_by', requeue_job.requested_by, 'previous_attempts', v_job.attempts)::text, true);
+  update observability.jobs j set
+    status = 'queued', attempts = 0, available_at = now(), finished_at = null, result = null, updated_at = now()
+  where j.id = v_job.id;
+  return jsonb_build_object('job_id', v_job.id, 'status', 'queued', 'previous_status', v_job.status,
+                            'correlation_id', v_job.correlation_id);
+end;
+$$;
+
+ALTER FUNCTION observability.requeue_job(job_id uuid, requested_by text) OWNER TO postgres;
+
+--
+-- Name: rollup_metrics(integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.rollup_metrics(p_hours integer DEFAULT 2) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_to timestamptz := date_trunc('hour', now(), 'UTC');
+  v_from timestamptz;
+  v_jobs integer;
+  v_services integer;
+begin
+  if p_hours is null or p_hours not between 1 and 720 then
+    perform observability.reject('p_hours', 'p_hours must be 1 to 720');
+  end if;
+  v_from := v_to - make_interval(hours => p_hours);
+
+  with parts as (
+    select date_trunc('hour', j.created_at, 'UTC') as hour, j.job_type,
+           1 as enqueued, 0 as succeeded, 0 as failed, 0 as dead, null::double precision as duration_ms
+    from observability.jobs j
+    where j.created_at >= v_from and j.created_at < v_to
+    union all
+    select date_trunc('hour', r.finished_at, 'UTC'), j.job_type,
+           0, (r.outcome = 'succeeded')::integer, (r.outcome in ('failed', 'lease_expired'))::integer, 0,
+           extract(epoch from r.finished_at - r.started_at)::double precision * 1000
+    from observability.job_runs r
+    join observability.jobs j on j.id = r.job_id
+    where r.finished_at >= v_from and r.finished_at < v_to and r.outcome <> 'cancelled'
+    union all
+    select date_trunc('hour', e.at, 'UTC'), j.job_type, 0, 0, 0, 1, null
+    from observability.job_events e
+    join observability.jobs j on j.id = e.job_id
+    where e.to_status = 'dead' and e.at >= v_from and e.at < v_to
+  )
+  insert into observability.job_metrics as m
+    (hour, job_type, enqueued, succeeded, failed_attempts, dead, avg_duration_ms, p95_duration_ms, computed_at)
+  select p.hour, p.job_type, sum(p.enqueued), sum(p.succeeded), sum(p.failed), sum(p.dead),
+         round(avg(p.duration_ms)::numeric, 3),
+         round((percentile_cont(0.95) within group (order by p.duration_ms))::numeric, 3),
+         now()
+  from parts p
+  group by p.hour, p.job_type
+  on conflict (hour, job_type) do update set
+    enqueued = excluded.enqueued, succeeded = excluded.succeeded, failed_attempts = excluded.failed_attempts,
+    dead = excluded.dead, avg_duration_ms = excluded.avg_duration_ms, p95_duration_ms = excluded.p95_duration_ms,
+    computed_at = excluded.computed_at;
+  get diagnostics v_jobs = row_count;
+
+  insert into observability.service_metrics as m
+    (hour, service_id, samples, healthy, degraded, failing, avg_response_ms, p95_response_ms, computed_at)
+  select date_trunc('hour', h.checked_at, 'UTC'), h.service_id, count(*),
+         count(*) filter (where h.status = 'healthy'),
+         count(*) filter (where h.status = 'degraded'),
+         count(*) filter (where h.status = 'failing'),
+         round(avg(h.response_time_ms), 3),
+         round((percentile_cont(0.95) within group (order by h.response_time_ms))::numeric, 3),
+         now()
+  from observability.service_health h
+  where h.checked_at >= v_from and h.checked_at < v_to
+  group by 1, 2
+  on conflict (hour, service_id) do update set
+    samples = excluded.samples, healthy = excluded.healthy, degraded = excluded.degraded,
+    failing = excluded.failing, avg_response_ms = excluded.avg_response_ms,
+    p95_response_ms = excluded.p95_response_ms, computed_at = excluded.computed_at;
+  get diagnostics v_services = row_count;
+
+  return v_jobs + v_services;
+end;
+$$;
+
+ALTER FUNCTION observability.rollup_metrics(p_hours integer) OWNER TO postgres;
+
+--
+-- Name: settle_failure(observability.jobs, integer, text, integer, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.settle_failure(p_job observability.jobs, p_attempt integer, p_error text, p_retry_after_seconds integer, p_outcome text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_next timestamptz := observability.next_retry_at(p_attempt, p_job.max_attempts, p_retry_after_seconds);
+  v_status text := case when v_next is null then 'dead' else 'failed' end;
+begin
+  perform observability.finish_run(p_job, p_attempt, p_outcome, null, null, p_error);
+  update observability.jobs j set
+    status = v_status,
+    attempts = p_attempt,
+    available_at = coalesce(v_next, j.available_at),
+    last_error = p_error,
+    finished_at = case when v_next is null then now() end,
+    locked_by = null, locked_at = null, lease_token = null, lease_expires_at = null,
+    updated_at = now()
+  where j.id = p_job.id;
+  if v_status = 'dead' then
+    perform integration.raise_alert(
+      'job_dead',
+      p_job.job_type,
+      format('%s job %s is dead after %s attempt(s)', p_job.job_type, p_job.id, p_attempt),
+      jsonb_build_object('job_id', p_job.id, 'job_type', p_job.job_type, 'source', p_job.source,
+                         'attempts', p_attempt, 'error', p_error),
+      p_job.correlation_id);
+  end if;
+  return v_status;
+end;
+$$;
+
+ALTER FUNCTION observability.settle_failure(p_job observability.jobs, p_attempt integer, p_error text, p_retry_after_seconds integer, p_outcome text) OWNER TO postgres;
+
+--
+-- Name: get_queue_depth(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.get_queue_depth() RETURNS TABLE(queue text, job_type text, status text, depth bigint, oldest_at timestamp with time zone, oldest_age_seconds bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform ops.require_operator();
+  return query
+  select d.queue, d.job_type, d.status, d.depth, d.oldest_at,
+         extract(epoch from now() - d.oldest_at)::bigint
+  from (
+    -- One branch per status: each matches one of the outbox's partial indexes.
+    select 'integration.outbox'::text as queue, null::text as job_type, 'pending'::text as status,
+           count(*) as depth, min(o.created_at) as oldest_at
+    from integration.outbox o where o.status = 'pending' having count(*) > 0
+    union all
+    select 'integration.outbox', null, 'processing', count(*), min(o.created_at)
+    from integration.outbox o where o.status = 'processing' having count(*) > 0
+    union all
+    select 'integration.outbox', null, 'failed', count(*), min(o.created_at)
+    from integration.outbox o where o.status = 'failed' having count(*) > 0
+    union all
+    select 'observability.jobs', j.job_type, j.status, count(*), min(j.created_at)
+    from observability.jobs j
+    where j.status in ('queued', 'running', 'failed', 'dead')
+    group by j.job_type, j.status
+  ) d
+  order by d.queue, d.job_type nulls first, d.status;
+end;
+$$;
+
+ALTER FUNCTION ops.get_queue_depth() OWNER TO postgres;
+
+--
+-- Name: get_trace(text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.get_trace(correlation_id text) RETURNS TABLE(at timestamp with time zone, source text, kind text, subject_id text, detail jsonb, duration_ms numeric)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform ops.require_operator();
+  if get_trace.correlation_id is null or length(get_trace.correlation_id) not between 1 and 128 then
+    perform observability.reject('correlation_id', 'correlation_id must be 1 to 128 characters');
+  end if;
+  return query
+  select t.at, t.source, t.kind, t.subject_id, t.detail,
+         round(extract(epoch from t.at - lag(t.at) over w) * 1000, 3)
+  from ops.trace_rows t
+  where t.correlation_id = get_trace.correlation_id
+  window w as (order by t.at, t.source_rank, t.seq)
+  order by t.at, t.source_rank, t.seq;
+end;
+$$;
+
+ALTER FUNCTION ops.get_trace(correlation_id text) OWNER TO postgres;
+
+--
+-- Name: is_operator(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.is_operator() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claims', true), '')::jsonb #>> '{app_metadata,role}' = 'operator',
+    false)
+$$;
+
+ALTER FUNCTION ops.is_operator() OWNER TO postgres;
+
+--
+-- Name: require_operator(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.require_operator() RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  if current_setting('role') in ('none', 'service_role') or ops.is_operator() then
+    return;
+  end if;
+  raise exception using errcode = 'PT403', message = 'forbidden',
+    detail = 'operational data is for operators (app_metadata.role = operator) and the service role only';
+end;
+$$;
+
+ALTER FUNCTION ops.require_operator() OWNER TO postgres;
+
+--
 -- Name: functions; Type: TABLE; Schema: edge; Owner: postgres
 --
 
@@ -885,6 +1987,20 @@ CREATE TABLE edge.functions (
 );
 
 ALTER TABLE edge.functions OWNER TO postgres;
+
+--
+-- Name: alert_policy; Type: TABLE; Schema: integration; Owner: postgres
+--
+
+CREATE TABLE integration.alert_policy (
+    singleton boolean DEFAULT true NOT NULL,
+    group_window_seconds integer DEFAULT 600 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT alert_policy_group_window_seconds_check CHECK (((group_window_seconds >= 60) AND (group_window_seconds <= 86400))),
+    CONSTRAINT alert_policy_singleton_check CHECK (singleton)
+);
+
+ALTER TABLE integration.alert_policy OWNER TO postgres;
 
 --
 -- Name: delivery_policy; Type: TABLE; Schema: integration; Owner: postgres
@@ -1063,11 +2179,392 @@ ALTER TABLE integration.routes ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
 );
 
 --
+-- Name: dead_jobs; Type: VIEW; Schema: observability; Owner: postgres
+--
+
+CREATE VIEW observability.dead_jobs WITH (security_invoker='true') AS
+ SELECT j.id AS job_id,
+    j.source,
+    j.job_type,
+    j.attempts,
+    j.max_attempts,
+    j.last_error,
+    j.finished_at AS dead_at,
+    j.correlation_id,
+    j.payload,
+    j.context,
+    j.created_at
+   FROM observability.jobs j
+  WHERE (j.status = 'dead'::text);
+
+ALTER TABLE observability.dead_jobs OWNER TO postgres;
+
+--
+-- Name: job_events; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.job_events (
+    id bigint NOT NULL,
+    job_id uuid NOT NULL,
+    from_status text,
+    to_status text NOT NULL,
+    at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    attempt integer NOT NULL,
+    worker text,
+    correlation_id text NOT NULL,
+    detail jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT job_events_detail_check CHECK ((jsonb_typeof(detail) = 'object'::text))
+);
+
+ALTER TABLE observability.job_events OWNER TO postgres;
+
+--
+-- Name: TABLE job_events; Type: COMMENT; Schema: observability; Owner: postgres
+--
+
+COMMENT ON TABLE observability.job_events IS 'Append-only: one row per job status change; rows leave only through purge_retention.';
+
+--
+-- Name: job_events_id_seq; Type: SEQUENCE; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.job_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME observability.job_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: job_metrics; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.job_metrics (
+    hour timestamp with time zone NOT NULL,
+    job_type text NOT NULL,
+    enqueued integer DEFAULT 0 NOT NULL,
+    succeeded integer DEFAULT 0 NOT NULL,
+    failed_attempts integer DEFAULT 0 NOT NULL,
+    dead integer DEFAULT 0 NOT NULL,
+    avg_duration_ms numeric,
+    p95_duration_ms numeric,
+    computed_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE observability.job_metrics OWNER TO postgres;
+
+--
+-- Name: job_runs; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.job_runs (
+    id bigint NOT NULL,
+    job_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    worker text,
+    started_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    finished_at timestamp with time zone,
+    outcome text,
+    result jsonb,
+    metrics jsonb,
+    error text,
+    CONSTRAINT job_runs_attempt_check CHECK ((attempt >= 1)),
+    CONSTRAINT job_runs_metrics_check CHECK ((jsonb_typeof(metrics) = 'object'::text)),
+    CONSTRAINT job_runs_outcome_check CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'failed'::text, 'lease_expired'::text, 'cancelled'::text]))),
+    CONSTRAINT job_runs_outcome_when_finished CHECK (((finished_at IS NULL) = (outcome IS NULL)))
+);
+
+ALTER TABLE observability.job_runs OWNER TO postgres;
+
+--
+-- Name: job_runs_id_seq; Type: SEQUENCE; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.job_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME observability.job_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: service_health; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.service_health (
+    id bigint NOT NULL,
+    service_id bigint NOT NULL,
+    checked_at timestamp with time zone DEFAULT now() NOT NULL,
+    status text NOT NULL,
+    response_time_ms integer,
+    http_status integer,
+    error text,
+    correlation_id text,
+    CONSTRAINT service_health_correlation_id_check CHECK (((length(correlation_id) >= 1) AND (length(correlation_id) <= 128))),
+    CONSTRAINT service_health_error_check CHECK ((length(error) <= 2000)),
+    CONSTRAINT service_health_http_status_check CHECK (((http_status >= 100) AND (http_status <= 599))),
+    CONSTRAINT service_health_response_time_ms_check CHECK (((response_time_ms >= 0) AND (response_time_ms <= 3600000))),
+    CONSTRAINT service_health_status_check CHECK ((status = ANY (ARRAY['healthy'::text, 'degraded'::text, 'failing'::text])))
+);
+
+ALTER TABLE observability.service_health OWNER TO postgres;
+
+--
+-- Name: service_health_id_seq; Type: SEQUENCE; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.service_health ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME observability.service_health_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: service_metrics; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.service_metrics (
+    hour timestamp with time zone NOT NULL,
+    service_id bigint NOT NULL,
+    samples integer DEFAULT 0 NOT NULL,
+    healthy integer DEFAULT 0 NOT NULL,
+    degraded integer DEFAULT 0 NOT NULL,
+    failing integer DEFAULT 0 NOT NULL,
+    avg_response_ms numeric,
+    p95_response_ms numeric,
+    computed_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE observability.service_metrics OWNER TO postgres;
+
+--
+-- Name: services; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.services (
+    id bigint NOT NULL,
+    name text NOT NULL,
+    kind text DEFAULT 'http'::text NOT NULL,
+    url text NOT NULL,
+    method text DEFAULT 'GET'::text NOT NULL,
+    expected_status integer DEFAULT 200 NOT NULL,
+    body_match text,
+    timeout_ms integer DEFAULT 5000 NOT NULL,
+    degraded_ms integer DEFAULT 1000 NOT NULL,
+    interval_seconds integer DEFAULT 300 NOT NULL,
+    failures_to_down integer DEFAULT 3 NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    status text DEFAULT 'unknown'::text NOT NULL,
+    consecutive_failures integer DEFAULT 0 NOT NULL,
+    last_checked_at timestamp with time zone,
+    last_change_at timestamp with time zone,
+    last_response_time_ms integer,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT services_body_match_check CHECK (((length(body_match) >= 1) AND (length(body_match) <= 1000))),
+    CONSTRAINT services_consecutive_failures_check CHECK ((consecutive_failures >= 0)),
+    CONSTRAINT services_degraded_ms_check CHECK (((degraded_ms >= 1) AND (degraded_ms <= 60000))),
+    CONSTRAINT services_degraded_within_timeout CHECK ((degraded_ms <= timeout_ms)),
+    CONSTRAINT services_expected_status_check CHECK (((expected_status >= 100) AND (expected_status <= 599))),
+    CONSTRAINT services_failures_to_down_check CHECK (((failures_to_down >= 1) AND (failures_to_down <= 100))),
+    CONSTRAINT services_interval_seconds_check CHECK (((interval_seconds >= 60) AND (interval_seconds <= 86400))),
+    CONSTRAINT services_kind_check CHECK ((kind ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
+    CONSTRAINT services_method_check CHECK ((method = ANY (ARRAY['GET'::text, 'HEAD'::text, 'POST'::text]))),
+    CONSTRAINT services_name_check CHECK ((((length(name) >= 1) AND (length(name) <= 100)) AND (name = btrim(name)))),
+    CONSTRAINT services_no_body_match_for_head CHECK (((method <> 'HEAD'::text) OR (body_match IS NULL))),
+    CONSTRAINT services_status_check CHECK ((status = ANY (ARRAY['unknown'::text, 'healthy'::text, 'degraded'::text, 'down'::text]))),
+    CONSTRAINT services_timeout_ms_check CHECK (((timeout_ms >= 100) AND (timeout_ms <= 60000))),
+    CONSTRAINT services_url_check CHECK (((url ~ '^https?://[^[:space:]]+$'::text) AND (length(url) <= 2048)))
+)
+WITH (fillfactor='70');
+
+ALTER TABLE observability.services OWNER TO postgres;
+
+--
+-- Name: services_id_seq; Type: SEQUENCE; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.services ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME observability.services_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: settings; Type: TABLE; Schema: observability; Owner: postgres
+--
+
+CREATE TABLE observability.settings (
+    singleton boolean DEFAULT true NOT NULL,
+    job_events_retention_days integer DEFAULT 30 NOT NULL,
+    job_runs_retention_days integer DEFAULT 30 NOT NULL,
+    service_health_retention_days integer DEFAULT 14 NOT NULL,
+    job_backoff_seconds integer[] DEFAULT '{30,120,600}'::integer[] NOT NULL,
+    lease_seconds integer DEFAULT 60 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT settings_job_backoff_seconds_check CHECK ((((cardinality(job_backoff_seconds) >= 1) AND (cardinality(job_backoff_seconds) <= 20)) AND (0 < ALL (job_backoff_seconds)) AND (array_position(job_backoff_seconds, NULL::integer) IS NULL))),
+    CONSTRAINT settings_job_events_retention_days_check CHECK (((job_events_retention_days >= 1) AND (job_events_retention_days <= 3650))),
+    CONSTRAINT settings_job_runs_retention_days_check CHECK (((job_runs_retention_days >= 1) AND (job_runs_retention_days <= 3650))),
+    CONSTRAINT settings_lease_seconds_check CHECK (((lease_seconds >= 5) AND (lease_seconds <= 3600))),
+    CONSTRAINT settings_service_health_retention_days_check CHECK (((service_health_retention_days >= 1) AND (service_health_retention_days <= 3650))),
+    CONSTRAINT settings_singleton_check CHECK (singleton)
+);
+
+ALTER TABLE observability.settings OWNER TO postgres;
+
+--
+-- Name: events; Type: VIEW; Schema: ops; Owner: postgres
+--
+
+CREATE VIEW ops.events WITH (security_invoker='true') AS
+ SELECT 'job'::text AS stream,
+    j.source,
+    j.job_type AS type,
+    (e.job_id)::text AS subject_id,
+    e.to_status AS status,
+    e.correlation_id,
+    e.at
+   FROM (observability.job_events e
+     JOIN observability.jobs j ON ((j.id = e.job_id)))
+UNION ALL
+ SELECT 'integration'::text AS stream,
+    o.source,
+    o.event_type AS type,
+    (o.id)::text AS subject_id,
+    o.status,
+    o.correlation_id,
+    o.created_at AS at
+   FROM integration.outbox o;
+
+ALTER TABLE ops.events OWNER TO postgres;
+
+--
+-- Name: trace_rows; Type: VIEW; Schema: ops; Owner: postgres
+--
+
+CREATE VIEW ops.trace_rows WITH (security_invoker='true') AS
+ SELECT l.created_at AS at,
+    'integration.event_log'::text AS source,
+    'event.received'::text AS kind,
+    (l.event_id)::text AS subject_id,
+    jsonb_build_object('event_type', l.event_type, 'source', l.source, 'aggregate_type', l.aggregate_type, 'aggregate_id', l.aggregate_id, 'idempotency_key', l.idempotency_key, 'scheme', l.scheme) AS detail,
+    l.correlation_id,
+    1 AS source_rank,
+    l.id AS seq
+   FROM integration.event_log l
+UNION ALL
+ SELECT o.created_at AS at,
+    'integration.outbox'::text AS source,
+    'outbox.queued'::text AS kind,
+    (o.id)::text AS subject_id,
+    jsonb_build_object('event_type', o.event_type, 'source', o.source, 'aggregate_type', o.aggregate_type, 'aggregate_id', o.aggregate_id, 'status', o.status, 'attempts', o.attempts) AS detail,
+    o.correlation_id,
+    2 AS source_rank,
+    (0)::bigint AS seq
+   FROM integration.outbox o
+UNION ALL
+ SELECT j.created_at AS at,
+    'observability.jobs'::text AS source,
+    'job.enqueued'::text AS kind,
+    (j.id)::text AS subject_id,
+    jsonb_strip_nulls(jsonb_build_object('job_type', j.job_type, 'source', j.source, 'priority', j.priority, 'max_attempts', j.max_attempts, 'idempotency_key', j.idempotency_key, 'status', j.status)) AS detail,
+    j.correlation_id,
+    3 AS source_rank,
+    (0)::bigint AS seq
+   FROM observability.jobs j
+UNION ALL
+ SELECT e.at,
+    'observability.job_events'::text AS source,
+    ('job.'::text || e.to_status) AS kind,
+    (e.job_id)::text AS subject_id,
+    (jsonb_strip_nulls(jsonb_build_object('from', e.from_status, 'to', e.to_status, 'attempt', e.attempt, 'worker', e.worker)) || e.detail) AS detail,
+    e.correlation_id,
+    4 AS source_rank,
+    e.id AS seq
+   FROM observability.job_events e
+  WHERE (e.from_status IS NOT NULL)
+UNION ALL
+ SELECT r.finished_at AS at,
+    'observability.job_runs'::text AS source,
+    ('job.run_'::text || r.outcome) AS kind,
+    (r.job_id)::text AS subject_id,
+    jsonb_strip_nulls(jsonb_build_object('attempt', r.attempt, 'worker', r.worker, 'outcome', r.outcome, 'started_at', r.started_at, 'duration_ms', round((EXTRACT(epoch FROM (r.finished_at - r.started_at)) * (1000)::numeric), 3), 'result', r.result, 'metrics', r.metrics, 'error', r.error)) AS detail,
+    j.correlation_id,
+    5 AS source_rank,
+    r.id AS seq
+   FROM (observability.job_runs r
+     JOIN observability.jobs j ON ((j.id = r.job_id)))
+  WHERE (r.finished_at IS NOT NULL)
+UNION ALL
+ SELECT ((a.value ->> 'at'::text))::timestamp with time zone AS at,
+    'integration.outbox'::text AS source,
+    'outbox.attempt_failed'::text AS kind,
+    (o.id)::text AS subject_id,
+    jsonb_build_object('event_type', o.event_type, 'attempt', (a.value -> 'attempt'::text), 'worker', (a.value -> 'worker'::text), 'error', (a.value -> 'error'::text)) AS detail,
+    o.correlation_id,
+    6 AS source_rank,
+    a.ordinality AS seq
+   FROM (integration.outbox o
+     CROSS JOIN LATERAL jsonb_array_elements(o.error_history) WITH ORDINALITY a(value, ordinality))
+UNION ALL
+ SELECT o.completed_at AS at,
+    'integration.outbox'::text AS source,
+    'outbox.delivered'::text AS kind,
+    (o.id)::text AS subject_id,
+    jsonb_build_object('event_type', o.event_type, 'attempts', o.attempts) AS detail,
+    o.correlation_id,
+    7 AS source_rank,
+    (0)::bigint AS seq
+   FROM integration.outbox o
+  WHERE (o.completed_at IS NOT NULL)
+UNION ALL
+ SELECT o.dead_at AS at,
+    'integration.outbox'::text AS source,
+    'outbox.dead'::text AS kind,
+    (o.id)::text AS subject_id,
+    jsonb_build_object('event_type', o.event_type, 'attempts', o.attempts, 'error', o.last_error) AS detail,
+    o.correlation_id,
+    7 AS source_rank,
+    (0)::bigint AS seq
+   FROM integration.outbox o
+  WHERE (o.dead_at IS NOT NULL)
+UNION ALL
+ SELECT h.checked_at AS at,
+    'observability.service_health'::text AS source,
+    ('health.'::text || h.status) AS kind,
+    (h.service_id)::text AS subject_id,
+    jsonb_strip_nulls(jsonb_build_object('service', s.name, 'status', h.status, 'response_time_ms', h.response_time_ms, 'http_status', h.http_status, 'error', h.error)) AS detail,
+    h.correlation_id,
+    8 AS source_rank,
+    h.id AS seq
+   FROM (observability.service_health h
+     JOIN observability.services s ON ((s.id = h.service_id)));
+
+ALTER TABLE ops.trace_rows OWNER TO postgres;
+
+--
 -- Name: functions functions_pkey; Type: CONSTRAINT; Schema: edge; Owner: postgres
 --
 
 ALTER TABLE ONLY edge.functions
     ADD CONSTRAINT functions_pkey PRIMARY KEY (name);
+
+--
+-- Name: alert_policy alert_policy_pkey; Type: CONSTRAINT; Schema: integration; Owner: postgres
+--
+
+ALTER TABLE ONLY integration.alert_policy
+    ADD CONSTRAINT alert_policy_pkey PRIMARY KEY (singleton);
 
 --
 -- Name: delivery_policy delivery_policy_pkey; Type: CONSTRAINT; Schema: integration; Owner: postgres
@@ -1133,6 +2630,82 @@ ALTER TABLE ONLY integration.routes
     ADD CONSTRAINT routes_pkey PRIMARY KEY (id);
 
 --
+-- Name: job_events job_events_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.job_events
+    ADD CONSTRAINT job_events_pkey PRIMARY KEY (id);
+
+--
+-- Name: job_metrics job_metrics_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.job_metrics
+    ADD CONSTRAINT job_metrics_pkey PRIMARY KEY (hour, job_type);
+
+--
+-- Name: job_runs job_runs_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.job_runs
+    ADD CONSTRAINT job_runs_pkey PRIMARY KEY (id);
+
+--
+-- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+
+--
+-- Name: jobs jobs_source_idempotency_key_key; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.jobs
+    ADD CONSTRAINT jobs_source_idempotency_key_key UNIQUE (source, idempotency_key);
+
+--
+-- Name: service_health service_health_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.service_health
+    ADD CONSTRAINT service_health_pkey PRIMARY KEY (id);
+
+--
+-- Name: service_metrics service_metrics_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.service_metrics
+    ADD CONSTRAINT service_metrics_pkey PRIMARY KEY (hour, service_id);
+
+--
+-- Name: services services_name_key; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.services
+    ADD CONSTRAINT services_name_key UNIQUE (name);
+
+--
+-- Name: services services_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.services
+    ADD CONSTRAINT services_pkey PRIMARY KEY (id);
+
+--
+-- Name: settings settings_pkey; Type: CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.settings
+    ADD CONSTRAINT settings_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: event_log_correlation_id_idx; Type: INDEX; Schema: integration; Owner: postgres
+--
+
+CREATE INDEX event_log_correlation_id_idx ON integration.event_log USING btree (correlation_id);
+
+--
 -- Name: event_log_created_at_idx; Type: INDEX; Schema: integration; Owner: postgres
 --
 
@@ -1149,6 +2722,12 @@ CREATE INDEX event_log_event_id_idx ON integration.event_log USING btree (event_
 --
 
 CREATE INDEX outbox_claimable_idx ON integration.outbox USING btree (available_at, created_at) WHERE (status = 'pending'::text);
+
+--
+-- Name: outbox_correlation_id_idx; Type: INDEX; Schema: integration; Owner: postgres
+--
+
+CREATE INDEX outbox_correlation_id_idx ON integration.outbox USING btree (correlation_id);
 
 --
 -- Name: outbox_created_at_idx; Type: INDEX; Schema: integration; Owner: postgres
@@ -1175,6 +2754,90 @@ CREATE INDEX outbox_leased_idx ON integration.outbox USING btree (lease_expires_
 CREATE INDEX replay_guard_expires_at_idx ON integration.replay_guard USING btree (expires_at);
 
 --
+-- Name: job_events_at_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX job_events_at_idx ON observability.job_events USING btree (at);
+
+--
+-- Name: job_events_correlation_id_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX job_events_correlation_id_idx ON observability.job_events USING btree (correlation_id);
+
+--
+-- Name: job_events_job_id_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX job_events_job_id_idx ON observability.job_events USING btree (job_id, id);
+
+--
+-- Name: job_runs_finished_at_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX job_runs_finished_at_idx ON observability.job_runs USING btree (finished_at);
+
+--
+-- Name: job_runs_job_id_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX job_runs_job_id_idx ON observability.job_runs USING btree (job_id, started_at);
+
+--
+-- Name: job_runs_one_open_per_job; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE UNIQUE INDEX job_runs_one_open_per_job ON observability.job_runs USING btree (job_id) WHERE (finished_at IS NULL);
+
+--
+-- Name: jobs_claimable_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX jobs_claimable_idx ON observability.jobs USING btree (job_type, priority DESC, available_at, created_at) WHERE (status = ANY (ARRAY['queued'::text, 'failed'::text]));
+
+--
+-- Name: jobs_correlation_id_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX jobs_correlation_id_idx ON observability.jobs USING btree (correlation_id);
+
+--
+-- Name: jobs_created_at_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX jobs_created_at_idx ON observability.jobs USING btree (created_at);
+
+--
+-- Name: jobs_leased_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX jobs_leased_idx ON observability.jobs USING btree (lease_expires_at) WHERE (status = 'running'::text);
+
+--
+-- Name: jobs_open_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX jobs_open_idx ON observability.jobs USING btree (status, job_type, created_at) WHERE (status = ANY (ARRAY['queued'::text, 'running'::text, 'failed'::text, 'dead'::text]));
+
+--
+-- Name: service_health_checked_at_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX service_health_checked_at_idx ON observability.service_health USING btree (checked_at);
+
+--
+-- Name: service_health_correlation_id_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX service_health_correlation_id_idx ON observability.service_health USING btree (correlation_id) WHERE (correlation_id IS NOT NULL);
+
+--
+-- Name: service_health_service_idx; Type: INDEX; Schema: observability; Owner: postgres
+--
+
+CREATE INDEX service_health_service_idx ON observability.service_health USING btree (service_id, checked_at);
+
+--
 -- Name: event_log event_log_append_only; Type: TRIGGER; Schema: integration; Owner: postgres
 --
 
@@ -1193,10 +2856,61 @@ CREATE TRIGGER event_log_no_truncate BEFORE TRUNCATE ON integration.event_log FO
 CREATE TRIGGER outbox_wake_router AFTER INSERT ON integration.outbox FOR EACH STATEMENT EXECUTE FUNCTION integration.on_outbox_insert();
 
 --
+-- Name: job_events job_events_append_only; Type: TRIGGER; Schema: observability; Owner: postgres
+--
+
+CREATE TRIGGER job_events_append_only BEFORE DELETE OR UPDATE ON observability.job_events FOR EACH ROW EXECUTE FUNCTION observability.refuse_job_event_change();
+
+--
+-- Name: job_events job_events_no_truncate; Type: TRIGGER; Schema: observability; Owner: postgres
+--
+
+CREATE TRIGGER job_events_no_truncate BEFORE TRUNCATE ON observability.job_events FOR EACH STATEMENT EXECUTE FUNCTION observability.refuse_job_event_change();
+
+--
+-- Name: jobs jobs_event_on_insert; Type: TRIGGER; Schema: observability; Owner: postgres
+--
+
+CREATE TRIGGER jobs_event_on_insert AFTER INSERT ON observability.jobs FOR EACH ROW EXECUTE FUNCTION observability.record_job_event();
+
+--
+-- Name: jobs jobs_event_on_transition; Type: TRIGGER; Schema: observability; Owner: postgres
+--
+
+CREATE TRIGGER jobs_event_on_transition AFTER UPDATE OF status, attempts ON observability.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) OR (old.attempts IS DISTINCT FROM new.attempts))) EXECUTE FUNCTION observability.record_job_event();
+
+--
+-- Name: job_runs job_runs_job_id_fkey; Type: FK CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.job_runs
+    ADD CONSTRAINT job_runs_job_id_fkey FOREIGN KEY (job_id) REFERENCES observability.jobs(id) ON DELETE CASCADE;
+
+--
+-- Name: service_health service_health_service_id_fkey; Type: FK CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.service_health
+    ADD CONSTRAINT service_health_service_id_fkey FOREIGN KEY (service_id) REFERENCES observability.services(id) ON DELETE CASCADE;
+
+--
+-- Name: service_metrics service_metrics_service_id_fkey; Type: FK CONSTRAINT; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE ONLY observability.service_metrics
+    ADD CONSTRAINT service_metrics_service_id_fkey FOREIGN KEY (service_id) REFERENCES observability.services(id) ON DELETE CASCADE;
+
+--
 -- Name: functions; Type: ROW SECURITY; Schema: edge; Owner: postgres
 --
 
 ALTER TABLE edge.functions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: alert_policy; Type: ROW SECURITY; Schema: integration; Owner: postgres
+--
+
+ALTER TABLE integration.alert_policy ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: delivery_policy; Type: ROW SECURITY; Schema: integration; Owner: postgres
@@ -1211,10 +2925,10 @@ ALTER TABLE integration.delivery_policy ENABLE ROW LEVEL SECURITY;
 ALTER TABLE integration.event_log ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: event_log event_log_authenticated_read; Type: POLICY; Schema: integration; Owner: postgres
+-- Name: event_log event_log_operator_read; Type: POLICY; Schema: integration; Owner: postgres
 --
 
-CREATE POLICY event_log_authenticated_read ON integration.event_log FOR SELECT TO authenticated USING (true);
+CREATE POLICY event_log_operator_read ON integration.event_log FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
 
 --
 -- Name: outbox; Type: ROW SECURITY; Schema: integration; Owner: postgres
@@ -1223,10 +2937,10 @@ CREATE POLICY event_log_authenticated_read ON integration.event_log FOR SELECT T
 ALTER TABLE integration.outbox ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: outbox outbox_authenticated_read; Type: POLICY; Schema: integration; Owner: postgres
+-- Name: outbox outbox_operator_read; Type: POLICY; Schema: integration; Owner: postgres
 --
 
-CREATE POLICY outbox_authenticated_read ON integration.outbox FOR SELECT TO authenticated USING (true);
+CREATE POLICY outbox_operator_read ON integration.outbox FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
 
 --
 -- Name: redrive_log; Type: ROW SECURITY; Schema: integration; Owner: postgres
@@ -1235,10 +2949,10 @@ CREATE POLICY outbox_authenticated_read ON integration.outbox FOR SELECT TO auth
 ALTER TABLE integration.redrive_log ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: redrive_log redrive_log_authenticated_read; Type: POLICY; Schema: integration; Owner: postgres
+-- Name: redrive_log redrive_log_operator_read; Type: POLICY; Schema: integration; Owner: postgres
 --
 
-CREATE POLICY redrive_log_authenticated_read ON integration.redrive_log FOR SELECT TO authenticated USING (true);
+CREATE POLICY redrive_log_operator_read ON integration.redrive_log FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
 
 --
 -- Name: replay_guard; Type: ROW SECURITY; Schema: integration; Owner: postgres
@@ -1259,11 +2973,121 @@ ALTER TABLE integration.router_signal ENABLE ROW LEVEL SECURITY;
 ALTER TABLE integration.routes ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: job_events; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.job_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_events job_events_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY job_events_operator_read ON observability.job_events FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: job_metrics; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.job_metrics ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_metrics job_metrics_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY job_metrics_operator_read ON observability.job_metrics FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: job_runs; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.job_runs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_runs job_runs_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY job_runs_operator_read ON observability.job_runs FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: jobs; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.jobs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: jobs jobs_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY jobs_operator_read ON observability.jobs FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: service_health; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.service_health ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: service_health service_health_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY service_health_operator_read ON observability.service_health FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: service_metrics; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.service_metrics ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: service_metrics service_metrics_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY service_metrics_operator_read ON observability.service_metrics FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: services; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.services ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: services services_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY services_operator_read ON observability.services FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: settings; Type: ROW SECURITY; Schema: observability; Owner: postgres
+--
+
+ALTER TABLE observability.settings ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: settings settings_operator_read; Type: POLICY; Schema: observability; Owner: postgres
+--
+
+CREATE POLICY settings_operator_read ON observability.settings FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
 -- Name: SCHEMA integration; Type: ACL; Schema: -; Owner: postgres
 --
 
 GRANT USAGE ON SCHEMA integration TO authenticated;
 GRANT USAGE ON SCHEMA integration TO service_role;
+
+--
+-- Name: SCHEMA observability; Type: ACL; Schema: -; Owner: postgres
+--
+
+GRANT USAGE ON SCHEMA observability TO authenticated;
+GRANT USAGE ON SCHEMA observability TO service_role;
+
+--
+-- Name: SCHEMA ops; Type: ACL; Schema: -; Owner: postgres
+--
+
+GRANT USAGE ON SCHEMA ops TO authenticated;
+GRANT USAGE ON SCHEMA ops TO service_role;
 
 --
 -- Name: FUNCTION configure_function(p_name text, p_url text, p_invocation_token text); Type: ACL; Schema: edge; Owner: postgres
@@ -1390,6 +3214,13 @@ REVOKE ALL ON FUNCTION integration.pattern_matches(p_pattern text, p_event_type 
 REVOKE ALL ON FUNCTION integration.purge_replay_guard() FROM PUBLIC;
 
 --
+-- Name: FUNCTION raise_alert(p_kind text, p_subject text, p_summary text, p_details jsonb, p_correlation_id text); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.raise_alert(p_kind text, p_subject text, p_summary text, p_details jsonb, p_correlation_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION integration.raise_alert(p_kind text, p_subject text, p_summary text, p_details jsonb, p_correlation_id text) TO service_role;
+
+--
 -- Name: FUNCTION reclaim_expired_leases(); Type: ACL; Schema: integration; Owner: postgres
 --
 
@@ -1490,6 +3321,205 @@ REVOKE ALL ON FUNCTION integration.wake_router_if_due() FROM PUBLIC;
 REVOKE ALL ON FUNCTION integration.wake_router_unless_active(p_reason text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION apply_health_sample(p_service_id bigint, p_status text, p_response_time_ms integer, p_http_status integer, p_error text, p_correlation_id text, p_field text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.apply_health_sample(p_service_id bigint, p_status text, p_response_time_ms integer, p_http_status integer, p_error text, p_correlation_id text, p_field text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION cancel_job(job_id uuid, reason text, requested_by text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) TO service_role;
+
+--
+-- Name: FUNCTION claim_job(worker text, job_types text[], batch_size integer, lease_seconds integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.claim_job(worker text, job_types text[], batch_size integer, lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.claim_job(worker text, job_types text[], batch_size integer, lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION complete_job(job_id uuid, result jsonb, metrics jsonb, lease_token uuid); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.complete_job(job_id uuid, result jsonb, metrics jsonb, lease_token uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.complete_job(job_id uuid, result jsonb, metrics jsonb, lease_token uuid) TO service_role;
+
+--
+-- Name: FUNCTION enqueue_job(source text, job_type text, payload jsonb, context jsonb, priority integer, idempotency_key text, correlation_id text, max_attempts integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.enqueue_job(source text, job_type text, payload jsonb, context jsonb, priority integer, idempotency_key text, correlation_id text, max_attempts integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.enqueue_job(source text, job_type text, payload jsonb, context jsonb, priority integer, idempotency_key text, correlation_id text, max_attempts integer) TO service_role;
+
+--
+-- Name: FUNCTION fail_job(job_id uuid, error text, lease_token uuid, retry_after_seconds integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.fail_job(job_id uuid, error text, lease_token uuid, retry_after_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.fail_job(job_id uuid, error text, lease_token uuid, retry_after_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION valid_job_type(p_job_type text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.valid_job_type(p_job_type text) FROM PUBLIC;
+
+--
+-- Name: TABLE jobs; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.jobs TO authenticated;
+GRANT SELECT ON TABLE observability.jobs TO service_role;
+
+--
+-- Name: FUNCTION finish_run(p_job observability.jobs, p_attempt integer, p_outcome text, p_result jsonb, p_metrics jsonb, p_error text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.finish_run(p_job observability.jobs, p_attempt integer, p_outcome text, p_result jsonb, p_metrics jsonb, p_error text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION get_health_summary(); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.get_health_summary() FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.get_health_summary() TO authenticated;
+GRANT ALL ON FUNCTION observability.get_health_summary() TO service_role;
+
+--
+-- Name: FUNCTION heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION list_services_to_probe(max_services integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.list_services_to_probe(max_services integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.list_services_to_probe(max_services integer) TO service_role;
+
+--
+-- Name: FUNCTION lock_job(p_job_id uuid, p_lease_token uuid); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.lock_job(p_job_id uuid, p_lease_token uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION next_retry_at(p_attempts integer, p_max_attempts integer, p_retry_after_seconds integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.next_retry_at(p_attempts integer, p_max_attempts integer, p_retry_after_seconds integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION purge_retention(); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.purge_retention() FROM PUBLIC;
+
+--
+-- Name: FUNCTION reclaim_expired_jobs(); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.reclaim_expired_jobs() FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_health(service_id bigint, status text, response_time_ms integer, http_status integer, error text, correlation_id text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.record_health(service_id bigint, status text, response_time_ms integer, http_status integer, error text, correlation_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.record_health(service_id bigint, status text, response_time_ms integer, http_status integer, error text, correlation_id text) TO service_role;
+
+--
+-- Name: FUNCTION record_health_batch(samples jsonb, correlation_id text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.record_health_batch(samples jsonb, correlation_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.record_health_batch(samples jsonb, correlation_id text) TO service_role;
+
+--
+-- Name: FUNCTION record_job_event(); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.record_job_event() FROM PUBLIC;
+
+--
+-- Name: FUNCTION refuse_job_event_change(); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.refuse_job_event_change() FROM PUBLIC;
+
+--
+-- Name: FUNCTION refuse_stale(p_detail text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.refuse_stale(p_detail text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION reject(p_field text, p_detail text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.reject(p_field text, p_detail text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION requeue_job(job_id uuid, requested_by text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.requeue_job(job_id uuid, requested_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.requeue_job(job_id uuid, requested_by text) TO service_role;
+
+--
+-- Name: FUNCTION rollup_metrics(p_hours integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.rollup_metrics(p_hours integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION settle_failure(p_job observability.jobs, p_attempt integer, p_error text, p_retry_after_seconds integer, p_outcome text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.settle_failure(p_job observability.jobs, p_attempt integer, p_error text, p_retry_after_seconds integer, p_outcome text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION get_queue_depth(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.get_queue_depth() FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.get_queue_depth() TO authenticated;
+GRANT ALL ON FUNCTION ops.get_queue_depth() TO service_role;
+
+--
+-- Name: FUNCTION get_trace(correlation_id text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.get_trace(correlation_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.get_trace(correlation_id text) TO authenticated;
+GRANT ALL ON FUNCTION ops.get_trace(correlation_id text) TO service_role;
+
+--
+-- Name: FUNCTION is_operator(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.is_operator() FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.is_operator() TO authenticated;
+GRANT ALL ON FUNCTION ops.is_operator() TO service_role;
+
+--
+-- Name: FUNCTION require_operator(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.require_operator() FROM PUBLIC;
+
+--
+-- Name: TABLE alert_policy; Type: ACL; Schema: integration; Owner: postgres
+--
+
+GRANT SELECT,UPDATE ON TABLE integration.alert_policy TO service_role;
+
+--
 -- Name: TABLE delivery_policy; Type: ACL; Schema: integration; Owner: postgres
 --
 
@@ -1515,6 +3545,76 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE integration.outbox TO service_role;
 
 GRANT SELECT ON TABLE integration.redrive_log TO service_role;
 GRANT SELECT ON TABLE integration.redrive_log TO authenticated;
+
+--
+-- Name: TABLE dead_jobs; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.dead_jobs TO authenticated;
+GRANT SELECT ON TABLE observability.dead_jobs TO service_role;
+
+--
+-- Name: TABLE job_events; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.job_events TO authenticated;
+GRANT SELECT ON TABLE observability.job_events TO service_role;
+
+--
+-- Name: TABLE job_metrics; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.job_metrics TO authenticated;
+GRANT SELECT ON TABLE observability.job_metrics TO service_role;
+
+--
+-- Name: TABLE job_runs; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.job_runs TO authenticated;
+GRANT SELECT ON TABLE observability.job_runs TO service_role;
+
+--
+-- Name: TABLE service_health; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.service_health TO authenticated;
+GRANT SELECT ON TABLE observability.service_health TO service_role;
+
+--
+-- Name: TABLE service_metrics; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.service_metrics TO authenticated;
+GRANT SELECT ON TABLE observability.service_metrics TO service_role;
+
+--
+-- Name: TABLE services; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.services TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE observability.services TO service_role;
+
+--
+-- Name: TABLE settings; Type: ACL; Schema: observability; Owner: postgres
+--
+
+GRANT SELECT ON TABLE observability.settings TO authenticated;
+GRANT SELECT,UPDATE ON TABLE observability.settings TO service_role;
+
+--
+-- Name: TABLE events; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.events TO authenticated;
+GRANT SELECT ON TABLE ops.events TO service_role;
+
+--
+-- Name: TABLE trace_rows; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.trace_rows TO authenticated;
+GRANT SELECT ON TABLE ops.trace_rows TO service_role;
 
 --
 -- PostgreSQL database dump complete

@@ -155,6 +155,7 @@ ensure_secrets() {
     # What the database (pg_net, pg_cron) presents to wake the router: it can
     # invoke that function and nothing else, unlike the service role key.
     add_secret OUTBOX_ROUTER_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
+    add_secret HEALTH_CHECK_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
   )
   [ $had_file -eq 1 ] || step "Generated local secrets in $SECRETS"
 }
@@ -191,6 +192,7 @@ ODOO_WEBHOOK_STANDARD_SECRET=$ODOO_WEBHOOK_STANDARD_SECRET
 N8N_URL=http://127.0.0.1:$N8N_PORT
 N8N_HANDLER_SIGNING_SECRET=$N8N_HANDLER_SIGNING_SECRET
 OUTBOX_ROUTER_INVOCATION_TOKEN=$OUTBOX_ROUTER_INVOCATION_TOKEN
+HEALTH_CHECK_INVOCATION_TOKEN=$HEALTH_CHECK_INVOCATION_TOKEN
 MATTERMOST_URL=http://127.0.0.1:$MATTERMOST_PORT
 MATTERMOST_STANDIN_PORT=$MATTERMOST_PORT
 EOF
@@ -280,6 +282,9 @@ apply_local_config() {
   load_secrets
   psql_admin -v router_url="http://127.0.0.1:$API_PORT/functions/v1/outbox-router" \
     -v router_token="$OUTBOX_ROUTER_INVOCATION_TOKEN" \
+    -v health_check_url="http://127.0.0.1:$API_PORT/functions/v1/health-check" \
+    -v health_check_token="$HEALTH_CHECK_INVOCATION_TOKEN" \
+    -v mattermost_url="http://127.0.0.1:$MATTERMOST_PORT" \
     -v n8n_url="http://127.0.0.1:$N8N_PORT" \
     -v handler_secret="$N8N_HANDLER_SIGNING_SECRET" \
     -f "$ROOT/scripts/local/seed.sql" >/dev/null
@@ -309,7 +314,7 @@ start_postgrest() {
   load_secrets
   step "Starting PostgREST on 127.0.0.1:$POSTGREST_PORT"
   PGRST_DB_URI="postgresql://authenticator:$AUTHENTICATOR_PASSWORD@127.0.0.1:$DB_PORT/postgres" \
-  PGRST_DB_SCHEMAS="public,integration" \
+  PGRST_DB_SCHEMAS="public,integration,observability,ops" \
   PGRST_DB_ANON_ROLE=anon \
   PGRST_JWT_SECRET="$JWT_SECRET" \
   PGRST_DB_POOL=32 \
@@ -378,6 +383,9 @@ start_n8n() {
   SWITCHYARD_HANDLER_SIGNING_SECRET="$N8N_HANDLER_SIGNING_SECRET" \
   MATTERMOST_WEBHOOK_URL="http://127.0.0.1:$MATTERMOST_PORT/hooks/switchyard" \
   ODOO_BASE_URL="https://odoo.example.com" \
+  SUPABASE_URL="http://127.0.0.1:$API_PORT" SUPABASE_KEY="$SUPABASE_SERVICE_ROLE_KEY" \
+  VERCEL_DEPLOY_HOOK_URL="http://127.0.0.1:$MATTERMOST_PORT/hooks/vercel-deploy" \
+  DO_SPACES_UPLOAD_URL="http://127.0.0.1:$MATTERMOST_PORT/hooks/do-spaces" DO_SPACES_BUCKET=odoo-backups \
     setsid node "$N8N_HOME/node_modules/n8n/bin/n8n" start >>"$STATE/n8n.log" 2>&1 </dev/null &
   echo $! > "$(pid_file n8n)"
   local deadline=$((SECONDS + 120))

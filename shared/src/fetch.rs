@@ -44,14 +44,24 @@ impl std::fmt::Display for FetchError {
 
 /// A POST of `body` with exactly these headers.
 pub fn post(url: &str, headers: &[(&str, &str)], body: String) -> worker::Result<Request> {
+    request(Method::Post, url, headers, Some(body))
+}
+
+/// A request with exactly these headers (and a body, for methods that take one).
+pub fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> worker::Result<Request> {
     let header_map = Headers::new();
     for (name, value) in headers {
         header_map.set(name, value)?;
     }
     let mut init = RequestInit::new();
-    init.with_method(Method::Post)
+    init.with_method(method)
         .with_headers(header_map)
-        .with_body(Some(body.into()));
+        .with_body(body.map(Into::into));
     Request::new_with_init(url, &init)
 }
 

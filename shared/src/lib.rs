@@ -12,6 +12,7 @@ pub mod error;
 pub mod fetch;
 pub mod function;
 pub mod http;
+pub mod invocation;
 pub mod log;
 pub mod postgrest;
 pub mod rpc;

@@ -90,6 +90,19 @@ pub mod integration {
         pub signing_secret: String,
         pub timeout_ms: u64,
         pub max_concurrency: usize,
+        /// How the route wants its body: `standard-webhooks`, or `chat` (an
+        /// incoming-webhook `{"text"}` for Mattermost or Slack). Absent before
+        /// the column existed.
+        #[serde(default)]
+        pub format: RouteFormat,
+    }
+
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum RouteFormat {
+        #[default]
+        StandardWebhooks,
+        Chat,
     }
 
     impl Rpc for RouterClaim {
@@ -148,6 +161,74 @@ pub mod integration {
     }
 }
 
+/// Schema `observability`: the job ledger and service health.
+pub mod observability {
+    use super::*;
+
+    /// `observability.list_services_to_probe`: enabled services whose
+    /// interval has passed, least recently checked first.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ListServicesToProbe {
+        pub max_services: u32,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct ServiceToProbe {
+        pub id: i64,
+        pub name: String,
+        pub url: String,
+        pub method: String,
+        pub expected_status: u16,
+        pub body_match: Option<String>,
+        pub timeout_ms: u64,
+        pub degraded_ms: u64,
+    }
+
+    impl Rpc for ListServicesToProbe {
+        const SCHEMA: &'static str = "observability";
+        const NAME: &'static str = "list_services_to_probe";
+        type Output = Vec<ServiceToProbe>;
+    }
+
+    /// `observability.record_health_batch`: a sweep's samples in one call; it
+    /// moves each service's status and raises the down/recovery alerts.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct RecordHealthBatch {
+        pub samples: Vec<HealthSample>,
+        pub correlation_id: String,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct HealthSample {
+        pub service_id: i64,
+        /// `healthy`, `degraded` or `failing`: what this probe saw.
+        pub status: &'static str,
+        pub response_time_ms: u64,
+        pub http_status: Option<u16>,
+        pub error: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Recorded {
+        pub recorded: u32,
+        /// Services whose status changed (into or out of `down` raise alerts).
+        pub transitions: Vec<Transition>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    pub struct Transition {
+        pub service_id: i64,
+        pub from: String,
+        pub to: String,
+    }
+
+    impl Rpc for RecordHealthBatch {
+        const SCHEMA: &'static str = "observability";
+        const NAME: &'static str = "record_health_batch";
+        type Output = Recorded;
+    }
+}
+
 /// One declared RPC: where it lives and the argument names it is called with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Declared {
@@ -171,11 +252,14 @@ fn declared<R: Rpc + Default>() -> Declared {
 /// Every RPC the functions call.
 pub fn manifest() -> Vec<Declared> {
     use integration::*;
+    use observability::*;
     vec![
         declared::<IngestEvent>(),
         declared::<RouterClaim>(),
         declared::<SettleOutbox>(),
         declared::<ReleaseRouter>(),
+        declared::<ListServicesToProbe>(),
+        declared::<RecordHealthBatch>(),
     ]
 }
 

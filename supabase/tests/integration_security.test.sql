@@ -2,7 +2,7 @@
 -- for every role, the superuser included.
 begin;
 set search_path = extensions, public;
-select plan(21);
+select plan(23);
 
 create temp table baseline on commit drop as select
   (select count(*) from integration.outbox) as outbox, (select count(*) from integration.event_log) as event_log;
@@ -33,12 +33,18 @@ select throws_ok($$ select * from integration.outbox $$, '42501', null, 'anon ca
 select throws_ok($$ select * from integration.event_log $$, '42501', null, 'anon cannot read event_log');
 reset role;
 
--- authenticated: read only.
+-- authenticated: a signed-up user who is not an operator sees nothing; an
+-- operator (app_metadata.role in the JWT PostgREST verified) reads.
 set local role authenticated;
+select is((select count(*)::int from integration.outbox), 0,
+  'a signed-in user who is not an operator sees no outbox rows');
+select is((select count(*)::int from integration.event_log), 0,
+  'a signed-in user who is not an operator sees no event_log rows');
+set local request.jwt.claims = '{"role":"authenticated","app_metadata":{"role":"operator"}}';
 select is((select count(*) - outbox from integration.outbox, baseline group by outbox)::int, 1,
-  'authenticated can read the outbox');
+  'an operator can read the outbox');
 select is((select count(*) - event_log from integration.event_log, baseline group by event_log)::int, 1,
-  'authenticated can read event_log');
+  'an operator can read event_log');
 select throws_ok($$ select integration.ingest_event('odoo', 'k-auth', 't', 't', '1', '{}', 'c', 's', 'k') $$,
   '42501', null, 'authenticated cannot call ingest_event');
 select throws_ok($$ insert into integration.outbox (source, idempotency_key, event_type, aggregate_type,

@@ -2,6 +2,8 @@
 
 use switchyard_shared::config::{bounded, ConfigError, FromLookup, Lookup};
 
+const TRACE_URL: &str = "OUTBOX_ROUTER_TRACE_URL";
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Events per claim (`OUTBOX_ROUTER_BATCH_SIZE`, 1..=1000, default 25 as in the seed).
@@ -12,6 +14,9 @@ pub struct Settings {
     /// How long one invocation keeps claiming (`OUTBOX_ROUTER_TIME_BUDGET_MS`,
     /// 1000..=600000, default 25000) before it hands off to a fresh one.
     pub time_budget_ms: u64,
+    /// Where a person sees an event's whole path (`OUTBOX_ROUTER_TRACE_URL`,
+    /// an http(s) URL with `{correlation_id}` in it), linked from chat messages.
+    pub trace_url: Option<String>,
 }
 
 impl FromLookup for Settings {
@@ -26,7 +31,23 @@ impl FromLookup for Settings {
                 1000,
                 600_000,
             )?,
+            trace_url: trace_url(lookup)?,
         })
+    }
+}
+
+fn trace_url(lookup: Lookup) -> Result<Option<String>, ConfigError> {
+    match lookup(TRACE_URL) {
+        None => Ok(None),
+        Some(url)
+            if (url.starts_with("http://") || url.starts_with("https://"))
+                && url.contains("{correlation_id}") =>
+        {
+            Ok(Some(url))
+        }
+        Some(_) => Err(ConfigError(format!(
+            "{TRACE_URL} must be an http(s) URL containing {{correlation_id}}"
+        ))),
     }
 }
 
@@ -69,6 +90,8 @@ mod tests {
             ("OUTBOX_ROUTER_BATCH_SIZE", "1001"),
             ("OUTBOX_ROUTER_LEASE_SECONDS", "4"),
             ("OUTBOX_ROUTER_TIME_BUDGET_MS", "ten"),
+            ("OUTBOX_ROUTER_TRACE_URL", "https://ops.example.com/trace"),
+            ("OUTBOX_ROUTER_TRACE_URL", "javascript:{correlation_id}"),
         ] {
             let err = Settings::from_lookup(&lookup(&[(name, value)])).unwrap_err();
             assert!(err.0.starts_with(name), "{}", err.0);

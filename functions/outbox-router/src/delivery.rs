@@ -1,14 +1,23 @@
 //! Every decision about one delivery, as plain Rust: what is sent, how it is
 //! signed, how long it may take, and what its outcome means for the queue.
 
-use serde_json::json;
-use switchyard_shared::rpc::integration::{ClaimedEvent, Settlement};
+use serde_json::{json, Value};
+use switchyard_shared::rpc::integration::{ClaimedEvent, RouteFormat, Settlement};
 use switchyard_shared::signature::{sign_standard, SigningKey};
 use switchyard_shared::time::parse_http_date_ms;
 
-/// The body receivers get. `id` is also the `webhook-id` header, stable across
-/// retries, so receivers can deduplicate.
-pub fn body(event: &ClaimedEvent) -> String {
+/// The body receivers get, in the route's format. `trace_url` is where a
+/// person sees an event's whole path (`{correlation_id}` is replaced).
+pub fn body(event: &ClaimedEvent, trace_url: Option<&str>) -> String {
+    match event.format {
+        RouteFormat::StandardWebhooks => standard_body(event),
+        RouteFormat::Chat => json!({ "text": chat_text(event, trace_url) }).to_string(),
+    }
+}
+
+/// `id` is also the `webhook-id` header, stable across retries, so receivers
+/// can deduplicate.
+fn standard_body(event: &ClaimedEvent) -> String {
     json!({
         "id": event.id,
         "type": event.event_type,
@@ -20,6 +29,74 @@ pub fn body(event: &ClaimedEvent) -> String {
         "attempt": event.attempts,
     })
     .to_string()
+}
+
+/// A chat message (Mattermost markdown) a person can act on: what happened,
+/// to what, the error, how often, the correlation id and a link. Alerts
+/// (`alert.*`) carry `summary`, `subject`, `count` and `details.error`;
+/// other events are named by type and aggregate.
+pub fn chat_text(event: &ClaimedEvent, trace_url: Option<&str>) -> String {
+    let field = |name: &str| event.payload.get(name).and_then(Value::as_str);
+    let mut text = match event.event_type.strip_prefix("alert.") {
+        Some(kind) => {
+            let icon = if kind.ends_with("recovered") {
+                "✅"
+            } else {
+                "🔴"
+            };
+            let subject = field("subject").unwrap_or(&event.aggregate_id);
+            let mut line = format!("{icon} **{}** `{subject}`", title(kind));
+            if let Some(count) = event
+                .payload
+                .get("count")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 1)
+            {
+                line.push_str(&format!(" ({count} times)"));
+            }
+            if let Some(summary) = field("summary") {
+                line.push_str(&format!("\n{summary}"));
+            }
+            if let Some(error) = event
+                .payload
+                .pointer("/details/error")
+                .and_then(Value::as_str)
+            {
+                let error: String = error.chars().take(500).collect();
+                line.push_str(&format!("\n> {}", error.replace('\n', " ")));
+            }
+            line
+        }
+        None => format!(
+            "**{}** {} `{}`",
+            title(&event.event_type),
+            event.aggregate_type,
+            event.aggregate_id
+        ),
+    };
+    text.push_str(&format!("\ncorrelation id: `{}`", event.correlation_id));
+    if let Some(link) = event
+        .payload
+        .pointer("/details/link")
+        .and_then(Value::as_str)
+    {
+        text.push_str(&format!(" · [details]({link})"));
+    }
+    if let Some(template) = trace_url {
+        let url = template.replace("{correlation_id}", &event.correlation_id);
+        text.push_str(&format!(" · [trace]({url})"));
+    }
+    text
+}
+
+/// `job_dead` -> `Job dead`, `expense.approved` -> `Expense approved`.
+fn title(name: &str) -> String {
+    let words = name.replace(['_', '.'], " ");
+    let mut chars = words.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// The request headers, signed with the route's secret (Standard Webhooks).
@@ -187,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_body_carries_the_event_and_its_delivery_attempt() {
-        let body: Value = serde_json::from_str(&body(&event(1, "http://t", 4))).unwrap();
+        let body: Value = serde_json::from_str(&body(&event(1, "http://t", 4), None)).unwrap();
         assert_eq!(body["id"], id(1).to_string());
         assert_eq!(body["type"], "expense.approved");
         assert_eq!(body["timestamp"], "2026-11-22T10:00:00+00:00");
@@ -201,9 +278,44 @@ mod tests {
     }
 
     #[test]
+    fn chat_routes_get_a_message_a_person_can_act_on() {
+        let mut alert = event(1, "http://mm", 4);
+        alert.format = RouteFormat::Chat;
+        alert.event_type = "alert.job_dead".into();
+        alert.payload = json!({
+            "kind": "job_dead", "subject": "deploy.staging", "count": 3,
+            "summary": "deploy.staging failed after 3 attempts",
+            "details": { "error": "HTTP 502 from the deploy hook\nretry later", "link": "https://ci.example.com/1" },
+        });
+        let body: Value = serde_json::from_str(&body(
+            &alert,
+            Some("https://ops.example.com/trace/{correlation_id}"),
+        ))
+        .unwrap();
+        assert_eq!(
+            body["text"],
+            "🔴 **Job dead** `deploy.staging` (3 times)\ndeploy.staging failed after 3 attempts\n\
+             > HTTP 502 from the deploy hook retry later\ncorrelation id: `cid-1` · \
+             [details](https://ci.example.com/1) · [trace](https://ops.example.com/trace/cid-1)"
+        );
+        alert.event_type = "alert.service_recovered".into();
+        alert.payload = json!({ "subject": "odoo", "count": 1 });
+        assert_eq!(
+            chat_text(&alert, None),
+            "✅ **Service recovered** `odoo`\ncorrelation id: `cid-1`"
+        );
+        let mut plain = event(2, "http://mm", 4);
+        plain.format = RouteFormat::Chat;
+        assert_eq!(
+            chat_text(&plain, None),
+            "**Expense approved** hr.expense `42`\ncorrelation id: `cid-1`"
+        );
+    }
+
+    #[test]
     fn deliveries_verify_as_standard_webhooks_with_the_route_secret() {
         let e = event(1, "http://t", 4);
-        let body = body(&e);
+        let body = body(&e, None);
         let now_s = 1_795_000_000;
         let headers = headers(&e, &body, now_s).unwrap();
         let header = |name: &str| {

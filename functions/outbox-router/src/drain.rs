@@ -74,7 +74,8 @@ pub async fn run(
         summary.rounds += 1;
         summary.claimed += events.len() as u32;
         let lease_deadline_ms = now_ms() + i64::from(settings.lease_seconds) * 1000;
-        let settlements = deliver_all(&events, lease_deadline_ms).await;
+        let settlements =
+            deliver_all(&events, lease_deadline_ms, settings.trace_url.as_deref()).await;
         for (event, settlement) in events.iter().zip(&settlements) {
             if let Some(error) = &settlement.error {
                 log.warn(
@@ -108,11 +109,15 @@ pub async fn run(
 /// Every event of the batch, in parallel across targets and at most the
 /// route's `max_concurrency` at a time per target. Settlements come back in
 /// claim order.
-async fn deliver_all(events: &[ClaimedEvent], lease_deadline_ms: i64) -> Vec<Settlement> {
+async fn deliver_all(
+    events: &[ClaimedEvent],
+    lease_deadline_ms: i64,
+    trace_url: Option<&str>,
+) -> Vec<Settlement> {
     let groups = delivery::by_target(events);
     let per_target = groups.iter().map(|(_, concurrency, members)| {
         stream::iter(members.iter().copied())
-            .map(|i| async move { (i, deliver(&events[i], lease_deadline_ms).await) })
+            .map(|i| async move { (i, deliver(&events[i], lease_deadline_ms, trace_url).await) })
             .buffer_unordered(*concurrency)
             .collect::<Vec<_>>()
     });
@@ -121,17 +126,21 @@ async fn deliver_all(events: &[ClaimedEvent], lease_deadline_ms: i64) -> Vec<Set
     settled.into_iter().map(|(_, s)| s).collect()
 }
 
-async fn deliver(event: &ClaimedEvent, lease_deadline_ms: i64) -> Settlement {
-    let outcome = attempt(event, lease_deadline_ms).await;
+async fn deliver(
+    event: &ClaimedEvent,
+    lease_deadline_ms: i64,
+    trace_url: Option<&str>,
+) -> Settlement {
+    let outcome = attempt(event, lease_deadline_ms, trace_url).await;
     delivery::settle(event, &outcome, now_ms())
 }
 
-async fn attempt(event: &ClaimedEvent, lease_deadline_ms: i64) -> Outcome {
+async fn attempt(event: &ClaimedEvent, lease_deadline_ms: i64, trace_url: Option<&str>) -> Outcome {
     let now = now_ms();
     let Some(timeout_ms) = delivery::timeout_ms(event.timeout_ms, lease_deadline_ms, now) else {
         return Outcome::NotAttempted("the lease ran out before the delivery could start".into());
     };
-    let body = delivery::body(event);
+    let body = delivery::body(event, trace_url);
     let headers = match delivery::headers(event, &body, now.div_euclid(1000)) {
         Ok(headers) => headers,
         Err(why) => return Outcome::NotAttempted(why),

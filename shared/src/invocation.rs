@@ -1,15 +1,24 @@
-//! What a caller may ask of the router: why it was woken (for the log) and
-//! whether to answer only when the run is over.
+//! How the platform invokes a background function (the router, the health
+//! checker): why it was woken (for the log) and whether to answer only when
+//! the run is over. pg_net and pg_cron send `{"reason": ...}`; an operator
+//! may add `?wait=true`.
 
-use serde::Deserialize;
-use serde_json::Value;
-use switchyard_shared::error::{ApiError, ErrorCode, Problem};
+use std::future::Future;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ErrorCode, Problem};
+use crate::function::{Call, Config, Reply};
+use crate::log::Log;
+use crate::postgrest::Client;
 
 pub const MAX_BODY_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    /// `insert`, `cron`, `handoff`, `redrive`, `manual`, ...
+    /// `insert`, `cron`, `handoff`, `redrive`, `manual`, ... (`manual` when absent)
     pub reason: String,
     /// `?wait=true`: run inside the request and answer with the summary.
     /// Otherwise answer 202 at once and run after the response (pg_net's
@@ -50,6 +59,57 @@ pub fn parse(body: &[u8], query: Option<&str>) -> Result<Invocation, ApiError> {
         reason,
         wait: query.wait,
     })
+}
+
+/// Answers an invocation: with `?wait=true` the run happens inside the
+/// request and its result is the answer (`200 {"summary": ...}`); otherwise
+/// `202` at once and the run continues after the response (pg_net's timeout
+/// is short and a wake-up needs no answer). `run` gets what it needs to
+/// outlive the request: a service-role client, the config, the correlation id.
+pub async fn answer<S, T, F>(
+    call: &Call<'_, S>,
+    run: impl FnOnce(Client, Rc<Config<S>>, String) -> F,
+) -> Result<Reply, ApiError>
+where
+    S: 'static,
+    T: Serialize,
+    F: Future<Output = Result<T, ApiError>> + 'static,
+{
+    let invocation = parse(&call.body, call.query().as_deref())?;
+    let fields = json!({ "reason": invocation.reason, "wait": invocation.wait });
+    let task = run(
+        call.service(),
+        call.config.clone(),
+        call.correlation_id.to_string(),
+    );
+    if invocation.wait {
+        let summary = task.await?;
+        return Ok(Reply::ok(200, "woken", json!({ "summary": summary })).log(fields));
+    }
+    call.ctx.wait_until(async move {
+        let _ = task.await;
+    });
+    Ok(Reply::ok(202, "woken", json!({ "accepted": true })).log(fields))
+}
+
+/// A run and its one log line: `done` with its summary, or `failed` with
+/// the error.
+pub async fn logged<T: Serialize, E: std::fmt::Debug + Into<ApiError>>(
+    log: Log<'_>,
+    done: &str,
+    failed: &str,
+    run: impl Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
+    match run.await {
+        Ok(summary) => {
+            log.info(done, json!(summary));
+            Ok(summary)
+        }
+        Err(e) => {
+            log.error(failed, json!({ "error": format!("{e:?}") }));
+            Err(e.into())
+        }
+    }
 }
 
 fn invalid(field: &str, problem: &str) -> ApiError {
