@@ -394,7 +394,7 @@ start_n8n() {
     [ $SECONDS -lt $deadline ] || die "n8n did not become ready in 120 s; see $STATE/n8n.log"
     sleep 0.5
   done
-  step "Provisioning the n8n owner, API key and handler workflows"
+  step "Provisioning the n8n owner, API key, handler and control-plane workflows"
   node "$ROOT/scripts/local/n8n-provision.mjs" \
     "http://127.0.0.1:$N8N_PORT" "$N8N_OWNER_PASSWORD" "$STATE/n8n/api-key" "$ROOT/n8n/workflows/integration"
 }
@@ -556,7 +556,7 @@ status_table() {
   elif n8n_enabled; then n8n="down"; else n8n="disabled"; fi
   printf '%-14s %-10s %s\n' pg_net "$sender" "stand-in sender for net.http_post (log: .local/pg-net-sender.log)"
   printf '%-14s %-10s %s\n' mattermost "$mattermost" "http://127.0.0.1:$MATTERMOST_PORT (stand-in; scripts/dev messages)"
-  printf '%-14s %-10s %s\n' n8n "$n8n" "http://127.0.0.1:$N8N_PORT (handler workflows; SWITCHYARD_N8N=off skips it)"
+  printf '%-14s %-10s %s\n' n8n "$n8n" "http://127.0.0.1:$N8N_PORT (handler and control-plane workflows; SWITCHYARD_N8N=off skips it)"
   local name
   for name in $(function_names); do
     printf '%-14s %-10s %s\n' "$name" "$wd" "http://127.0.0.1:$API_PORT/functions/v1/$name"

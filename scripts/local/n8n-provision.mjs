@@ -1,10 +1,12 @@
 // Makes a fresh or running local n8n ready for the integration bus: the owner
-// account, a public-API key (kept in a file for the tests), and the three
-// domain handler workflows, created from one template and activated.
-// Idempotent: existing handlers are replaced with the template's current text.
+// account, a public-API key (kept in a file for the tests), the three domain
+// handler workflows, created from one template, and the control-plane
+// workflows (the directory `control-plane` next to the workflows dir: one
+// workflow per file), all activated. Idempotent: existing workflows of the
+// same name are replaced with the files' current text.
 //
 //   node n8n-provision.mjs <n8n url> <owner password> <api key file> <workflows dir>
-import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { readFileSync, writeFileSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
 const [base, password, keyFile, workflowsDir] = process.argv.slice(2);
@@ -66,13 +68,9 @@ const api = (path, options = {}) => call("/api/v1" + path, { ...options, headers
 const template = readFileSync(join(workflowsDir, "domain-handler.template.json"), "utf8");
 const existing = (await api("/workflows?limit=250")).json?.data ?? [];
 
-for (const [domain, path] of Object.entries(DOMAINS)) {
-  const workflow = JSON.parse(
-    template
-      .replaceAll("__DOMAIN__", path)
-      // n8n needs a stable webhookId per webhook node.
-      .replaceAll("__WEBHOOK_ID__", `5a1e7d00-0000-4000-8000-${Buffer.from(path).toString("hex").padEnd(12, "0").slice(0, 12)}`),
-  );
+// Replaces the workflows named like this one, creates and activates it, then
+// waits until `live()` says its trigger is registered.
+async function install(workflow, what, live) {
   for (const old of existing.filter((w) => w.name === workflow.name)) {
     // Deactivate first: a deleted but active workflow keeps its webhook path.
     await api(`/workflows/${old.id}/deactivate`, { method: "POST" });
@@ -82,22 +80,50 @@ for (const [domain, path] of Object.entries(DOMAINS)) {
     while ((deleted = await api(`/workflows/${old.id}`, { method: "DELETE" })).status === 409 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
     }
-    if (deleted.status !== 200) throw new Error(`removing an old ${domain} handler failed: HTTP ${deleted.status}`);
+    if (deleted.status !== 200) throw new Error(`removing an old ${what} failed: HTTP ${deleted.status}`);
   }
   const created = await api("/workflows", { method: "POST", body: workflow });
-  if (created.status !== 200) throw new Error(`creating the ${domain} handler failed: HTTP ${created.status} ${created.text}`);
+  if (created.status !== 200) throw new Error(`creating the ${what} failed: HTTP ${created.status} ${created.text}`);
   const activated = await api(`/workflows/${created.json.id}/activate`, { method: "POST" });
   if (activated.status !== 200) {
-    throw new Error(`activating the ${domain} handler failed: HTTP ${activated.status} ${activated.text}`);
+    throw new Error(`activating the ${what} failed: HTTP ${activated.status} ${activated.text}`);
   }
-  // Activation registers the webhook asynchronously; an unsigned request
-  // answers 401 from the workflow once it is live.
+  // Activation registers a webhook asynchronously.
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const probe = await fetch(`${base}/webhook/${path}-handler`, { method: "POST", body: "{}" });
-    if (probe.status === 401) break;
-    if (Date.now() > deadline) throw new Error(`the ${domain} handler did not go live: HTTP ${probe.status}`);
+    const status = await live();
+    if (status === true) break;
+    if (Date.now() > deadline) throw new Error(`the ${what} did not go live: HTTP ${status}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** true once POST {} to the webhook path answers `expected` from the workflow, else the status. */
+const answers = (path, expected) => async () => {
+  const probe = await fetch(`${base}/webhook/${path}`, { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
+  return probe.status === expected || probe.status;
+};
+
+for (const [domain, path] of Object.entries(DOMAINS)) {
+  const workflow = JSON.parse(
+    template
+      .replaceAll("__DOMAIN__", path)
+      // n8n needs a stable webhookId per webhook node.
+      .replaceAll("__WEBHOOK_ID__", `5a1e7d00-0000-4000-8000-${Buffer.from(path).toString("hex").padEnd(12, "0").slice(0, 12)}`),
+  );
+  // An unsigned request answers 401 from the workflow once it is live.
+  await install(workflow, `${domain} handler`, answers(`${path}-handler`, 401));
   console.log(`    ${domain}.* handler live at /webhook/${path}-handler`);
+}
+
+// The control plane (the seed's deploy-trigger, health-check-scheduler and
+// backup-scheduler). A webhook workflow is live once an empty body answers 422
+// from its validation; a schedule is registered by the activation itself.
+const controlPlane = join(workflowsDir, "..", "control-plane");
+for (const file of readdirSync(controlPlane).filter((f) => f.endsWith(".json")).sort()) {
+  const workflow = JSON.parse(readFileSync(join(controlPlane, file), "utf8"));
+  const webhook = workflow.nodes.find((n) => n.type === "n8n-nodes-base.webhook");
+  const schedule = workflow.nodes.find((n) => n.type === "n8n-nodes-base.scheduleTrigger");
+  await install(workflow, workflow.name, webhook ? answers(webhook.parameters.path, 422) : async () => true);
+  console.log(`    ${workflow.name} live ${webhook ? `at /webhook/${webhook.parameters.path}` : `(${schedule.name})`}`);
 }

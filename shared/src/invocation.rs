@@ -45,12 +45,16 @@ pub fn parse(body: &[u8], query: Option<&str>) -> Result<Invocation, ApiError> {
         match fields.get("reason") {
             None => "manual".to_string(),
             Some(Value::String(r))
-                if (1..=32).contains(&r.len())
-                    && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+                if (1..=32).contains(&r.len()) && r.bytes().all(is_reason_byte) =>
             {
                 r.clone()
             }
-            Some(_) => return Err(invalid("reason", "must be 1 to 32 characters of a-z and _")),
+            Some(_) => {
+                return Err(invalid(
+                    "reason",
+                    "must be 1 to 32 characters of a-z, 0-9 and _",
+                ))
+            }
         }
     };
     let query: Query = serde_urlencoded::from_str(query.unwrap_or(""))
@@ -94,7 +98,7 @@ where
 
 /// A run and its one log line: `done` with its summary, or `failed` with
 /// the error.
-pub async fn logged<T: Serialize, E: std::fmt::Debug + Into<ApiError>>(
+pub async fn logged<T: Serialize, E: std::fmt::Display + Into<ApiError>>(
     log: Log<'_>,
     done: &str,
     failed: &str,
@@ -106,10 +110,15 @@ pub async fn logged<T: Serialize, E: std::fmt::Debug + Into<ApiError>>(
             Ok(summary)
         }
         Err(e) => {
-            log.error(failed, json!({ "error": format!("{e:?}") }));
+            log.error(failed, json!({ "error": e.to_string() }));
             Err(e.into())
         }
     }
+}
+
+/// A reason is logged: `cron`, `n8n`, `handoff`; nothing that could break a line.
+fn is_reason_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
 }
 
 fn invalid(field: &str, problem: &str) -> ApiError {
@@ -135,6 +144,7 @@ mod tests {
                 }
             );
         }
+        assert_eq!(parse(br#"{"reason":"n8n"}"#, None).unwrap().reason, "n8n");
         let run = parse(br#"{"reason":"insert"}"#, Some("wait=true")).unwrap();
         assert_eq!(
             run,
@@ -177,7 +187,7 @@ mod tests {
         ) {
             for body in [body, serde_json::json!({ "reason": reason }).to_string().into_bytes()] {
                 match parse(&body, query.as_deref()) {
-                    Ok(run) => prop_assert!(run.reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+                    Ok(run) => prop_assert!(run.reason.bytes().all(is_reason_byte)),
                     Err(err) => prop_assert!((400..500).contains(&err.status())),
                 }
             }

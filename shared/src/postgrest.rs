@@ -65,7 +65,7 @@ impl RpcError {
     /// rest are our bug or misconfiguration, not the caller's. The database's
     /// own words go to the log (`cause`), never to the caller.
     pub fn into_api_error(self) -> ApiError {
-        let cause = format!("{self:?}");
+        let cause = self.to_string();
         let err = match self {
             RpcError::Unavailable(_) => ApiError::new(
                 ErrorCode::UpstreamUnavailable,
@@ -80,6 +80,24 @@ impl RpcError {
             }
         };
         err.with_cause(cause)
+    }
+}
+
+/// For logs: what failed, with the database's code and words.
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RpcError::Unavailable(why) => write!(f, "unavailable: {why}"),
+            RpcError::Decode(why) => write!(f, "unexpected answer: {why}"),
+            RpcError::Refused(e) | RpcError::UserRejected(e) => write!(
+                f,
+                "refused {} {}: {} {}",
+                e.status,
+                e.code.as_deref().unwrap_or("-"),
+                e.message.as_deref().unwrap_or(""),
+                e.details.as_deref().unwrap_or("")
+            ),
+        }
     }
 }
 
@@ -292,7 +310,10 @@ mod tests {
             );
             assert_eq!(err.status(), 503);
             assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
-            assert!(err.cause.unwrap().contains("Unavailable"));
+            assert_eq!(
+                err.cause.as_deref(),
+                Some(format!("unavailable: PostgREST answered {status}").as_str())
+            );
         }
     }
 

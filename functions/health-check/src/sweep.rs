@@ -98,12 +98,9 @@ async fn attempt(service: &ServiceToProbe, correlation_id: &str) -> Outcome {
         ("user-agent", "switchyard-health-check"),
         (correlation::HEADER, correlation_id),
     ];
-    let request = match fetch::request(
-        Method::from(service.method.clone()),
-        &service.url,
-        &headers,
-        None,
-    ) {
+    // A POST probe sends no body: the registry holds none.
+    let method = Method::from(service.method.clone());
+    let request = match fetch::request(method, &service.url, &headers) {
         Ok(request) => request,
         Err(e) => return Outcome::NotSent(e.to_string()),
     };
