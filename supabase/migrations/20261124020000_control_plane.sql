@@ -808,6 +808,10 @@ begin
   perform observability.reclaim_expired_jobs();
 
   -- ANY(ARRAY(...)) rather than a CTE join, as in integration.lease_batch.
+  -- One index walk per job type (job_type = t, in the index's order), not
+  -- job_type = any(...): with the array, Postgres reads every queued job of
+  -- those types and sorts them to take the first few (measured: 3 ms per
+  -- claim at 4,000 queued, growing with the queue).
   return query
   with claimed as (
     update observability.jobs j set
@@ -819,13 +823,18 @@ begin
       lease_expires_at = now() + make_interval(secs => v_lease_seconds),
       updated_at = now()
     where j.id = any(array(
-      select c.id from observability.jobs c
-      where c.status in ('queued', 'failed')
-        and c.job_type = any(claim_job.job_types)
-        and c.available_at <= now()
+      select c.id
+      from unnest(claim_job.job_types) t(job_type)
+      cross join lateral (
+        select c.id, c.priority, c.available_at, c.created_at from observability.jobs c
+        where c.status in ('queued', 'failed')
+          and c.job_type = t.job_type
+          and c.available_at <= now()
+        order by c.priority desc, c.available_at, c.created_at
+        limit claim_job.batch_size
+        for update skip locked) c
       order by c.priority desc, c.available_at, c.created_at
-      limit claim_job.batch_size
-      for update skip locked))
+      limit claim_job.batch_size))
     returning j.*
   ), runs as (
     insert into observability.job_runs (job_id, attempt, worker)
