@@ -780,7 +780,7 @@ function router(opts) {
 /**
  * Whether the router would start a delivery run for this request (mirrors the
  * contract: service role bearer, POST, body <= 4 KiB that is empty or an object
- * with a-z_ reason, query only wait=true|false). Used only to bound how many
+ * with a-z0-9_ reason, query only wait=true|false). Used only to bound how many
  * runs the fuzz starts; erring towards "runs" is safe.
  */
 function predictRouterRun({ method, auth, bytes, query }) {
@@ -799,7 +799,7 @@ function predictRouterRun({ method, auth, bytes, query }) {
       return false;
     }
     if (value === null || typeof value !== "object" || Array.isArray(value)) return false;
-    if ("reason" in value && !(typeof value.reason === "string" && /^[a-z_]{1,32}$/.test(value.reason))) return false;
+    if ("reason" in value && !(typeof value.reason === "string" && /^[a-z0-9_]{1,32}$/.test(value.reason))) return false;
   }
   if (query && !query.startsWith("?")) return false;
   // Decoded as a form, as the router does; at most one wait=true|false.
@@ -891,7 +891,7 @@ const ROUTER_CLASSES = {
     const [variant, raw] = rng.pick([
       ["number", "7"], ["null", "null"], ["true", "true"], ["array", '["manual"]'], ["object", '{"a":"manual"}'],
       ["empty", '""'], ["too_long_33", `"${"a".repeat(33)}"`], ["huge", `"${"a".repeat(4000)}"`], ["uppercase", '"Manual"'],
-      ["digits", '"manual1"'], ["space", '"two words"'], ["dash", '"hand-off"'], ["sql", `"manual'; drop table x;--"`],
+      ["plus", '"manual+1"'], ["space", '"two words"'], ["dash", '"hand-off"'], ["sql", `"manual'; drop table x;--"`],
       ["unicode", '"réason"'], ["emoji", '"😀"'], ["rtl", '"\u202emanual"'], ["zero_width", '"manual\u200b"'],
       ["nul_escape", '"man\\u0000ual"'], ["newline", '"manual\\n"'], ["fullwidth", '"ｍａｎｕａｌ"'], ["dotted", '"manual.run"'],
     ]);
