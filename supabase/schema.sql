@@ -1887,6 +1887,54 @@ $$;
 ALTER FUNCTION observability.settle_failure(p_job observability.jobs, p_attempt integer, p_error text, p_retry_after_seconds integer, p_outcome text) OWNER TO postgres;
 
 --
+-- Name: start_job(uuid, text, integer); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+  v_lease_seconds integer;
+begin
+  if start_job.job_id is null then
+    perform observability.reject('job_id', 'job_id is required');
+  end if;
+  if start_job.worker is null or length(start_job.worker) not between 1 and 100 then
+    perform observability.reject('worker', 'worker must be 1 to 100 characters');
+  end if;
+  v_lease_seconds := coalesce(start_job.lease_seconds, (select s.lease_seconds from observability.settings s));
+  if v_lease_seconds not between 5 and 3600 then
+    perform observability.reject('lease_seconds', 'lease_seconds must be 5 to 3600');
+  end if;
+  select * into v_job from observability.jobs j where j.id = start_job.job_id for update;
+  if not found then
+    perform observability.reject('job_id', 'no job has this id');
+  end if;
+  if v_job.status not in ('queued', 'failed') or v_job.lease_token is not null then
+    perform observability.refuse_stale(format('only a waiting job is started; this one is %s', v_job.status));
+  end if;
+  perform set_config('observability.job_event_detail', jsonb_build_object('started_by', 'start_job')::text, true);
+  update observability.jobs j set
+    status = 'running',
+    attempts = j.attempts + 1,
+    locked_by = start_job.worker,
+    locked_at = now(),
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => v_lease_seconds),
+    updated_at = now()
+  where j.id = v_job.id
+  returning j.* into v_job;
+  insert into observability.job_runs (job_id, attempt, worker) values (v_job.id, v_job.attempts, v_job.locked_by);
+  return jsonb_build_object('job_id', v_job.id, 'lease_token', v_job.lease_token,
+    'lease_expires_at', v_job.lease_expires_at, 'attempt', v_job.attempts, 'correlation_id', v_job.correlation_id);
+end;
+$$;
+
+ALTER FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer) OWNER TO postgres;
+
+--
 -- Name: get_queue_depth(); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
@@ -3491,6 +3539,13 @@ REVOKE ALL ON FUNCTION observability.rollup_metrics(p_hours integer) FROM PUBLIC
 --
 
 REVOKE ALL ON FUNCTION observability.settle_failure(p_job observability.jobs, p_attempt integer, p_error text, p_retry_after_seconds integer, p_outcome text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION start_job(job_id uuid, worker text, lease_seconds integer); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer) TO service_role;
 
 --
 -- Name: FUNCTION get_queue_depth(); Type: ACL; Schema: ops; Owner: postgres

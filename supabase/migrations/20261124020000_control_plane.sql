@@ -332,12 +332,14 @@ as $$
 $$;
 
 -- The job queue and its state machine:
---   queued    -> running (claim_job), succeeded/failed/dead (complete_job or
+--   queued    -> running (claim_job, or start_job by the executor that
+--                enqueued it), succeeded/failed/dead (complete_job or
 --                fail_job without a claim), cancelled
 --   running   -> succeeded, failed (an attempt failed, a retry is scheduled at
 --                available_at), dead (the last attempt failed), cancelled;
 --                an expired lease is a failed attempt (reclaim)
---   failed    -> running (claimed again once available), succeeded/failed/dead
+--   failed    -> running (claimed again once available, or start_job),
+--                succeeded/failed/dead
 --                (settled without a claim), cancelled
 --   dead      -> queued (requeue_job), cancelled (dismissed)
 --   cancelled -> queued (requeue_job)
@@ -392,10 +394,10 @@ create index jobs_created_at_idx on observability.jobs (created_at);
 comment on table observability.jobs is
   'Job queue with a state machine; every status change is audited in job_events.';
 
--- One row per attempt. A claim opens a run; complete, fail, cancel or the
--- lease reclaim closes it. Completing or failing a job that was never claimed
--- (enqueue, execute, complete) records a run that started when the job last
--- changed. At most one run per job is open.
+-- One row per attempt. A claim (or start_job) opens a run; complete, fail,
+-- cancel or the lease reclaim closes it. Completing or failing a job that was
+-- never claimed (enqueue, execute, complete) records a run that started when
+-- the job last changed. At most one run per job is open.
 create table observability.job_runs (
   id bigint generated always as identity primary key,
   job_id uuid not null references observability.jobs (id) on delete cascade,
@@ -847,6 +849,59 @@ begin
     'correlation_id', c.correlation_id, 'idempotency_key', c.idempotency_key, 'created_at', c.created_at)
   from claimed c
   order by c.priority desc, c.available_at, c.created_at;
+end;
+$$;
+
+-- Leases one job to the executor that enqueued it (n8n: enqueue, start,
+-- execute, complete): a job that waits (queued, or failed with a retry
+-- scheduled) and is not leased is set running now, whatever its available_at,
+-- with an attempt counted and a run opened, as a claim does. From then on only
+-- the returned lease_token settles it, and if the executor dies the lease
+-- expires: the reclaim makes that a failed attempt (at the last one, a dead
+-- job and an alert). lease_seconds defaults to the settings' (60). A job that
+-- is not waiting (running, succeeded, dead, cancelled) is stale_lease.
+-- Returns {job_id, lease_token, lease_expires_at, attempt, correlation_id}.
+create function observability.start_job(job_id uuid, worker text, lease_seconds integer default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_job observability.jobs;
+  v_lease_seconds integer;
+begin
+  if start_job.job_id is null then
+    perform observability.reject('job_id', 'job_id is required');
+  end if;
+  if start_job.worker is null or length(start_job.worker) not between 1 and 100 then
+    perform observability.reject('worker', 'worker must be 1 to 100 characters');
+  end if;
+  v_lease_seconds := coalesce(start_job.lease_seconds, (select s.lease_seconds from observability.settings s));
+  if v_lease_seconds not between 5 and 3600 then
+    perform observability.reject('lease_seconds', 'lease_seconds must be 5 to 3600');
+  end if;
+  select * into v_job from observability.jobs j where j.id = start_job.job_id for update;
+  if not found then
+    perform observability.reject('job_id', 'no job has this id');
+  end if;
+  if v_job.status not in ('queued', 'failed') or v_job.lease_token is not null then
+    perform observability.refuse_stale(format('only a waiting job is started; this one is %s', v_job.status));
+  end if;
+  perform set_config('observability.job_event_detail', jsonb_build_object('started_by', 'start_job')::text, true);
+  update observability.jobs j set
+    status = 'running',
+    attempts = j.attempts + 1,
+    locked_by = start_job.worker,
+    locked_at = now(),
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => v_lease_seconds),
+    updated_at = now()
+  where j.id = v_job.id
+  returning j.* into v_job;
+  insert into observability.job_runs (job_id, attempt, worker) values (v_job.id, v_job.attempts, v_job.locked_by);
+  return jsonb_build_object('job_id', v_job.id, 'lease_token', v_job.lease_token,
+    'lease_expires_at', v_job.lease_expires_at, 'attempt', v_job.attempts, 'correlation_id', v_job.correlation_id);
 end;
 $$;
 
@@ -1637,6 +1692,7 @@ grant execute on function ops.is_operator() to authenticated, service_role;
 grant execute on function observability.enqueue_job(text, text, jsonb, jsonb, integer, text, text, integer)
   to service_role;
 grant execute on function observability.claim_job(text, text[], integer, integer) to service_role;
+grant execute on function observability.start_job(uuid, text, integer) to service_role;
 grant execute on function observability.complete_job(uuid, jsonb, jsonb, uuid) to service_role;
 grant execute on function observability.fail_job(uuid, text, uuid, integer) to service_role;
 grant execute on function observability.cancel_job(uuid, text, text) to service_role;

@@ -5,7 +5,7 @@
 -- writes exactly one job_events row, and job_events is append-only.
 begin;
 set search_path = extensions, public;
-select plan(110);
+select plan(137);
 
 -- Job types unique to this run: other rows exist in the dev database.
 select 'pgtap' || substr(md5(random()::text), 1, 10) as tag \gset
@@ -249,6 +249,65 @@ select is(pg_temp.transitions(:'j_u2'), array['->queued', 'queued>failed', 'fail
   'an attempt counted without a change of status is a transition too');
 select pg_temp.enqueue(:'backup', 'backup-once', 0, 1) as j_once \gset
 select is(observability.fail_job(:'j_once', 'no space') ->> 'status', 'dead', 'max_attempts 1: the first failure is dead');
+
+-- The executor's own lease (n8n: enqueue, start_job, execute, complete with
+-- the token): the job is running while it executes, and an executor that dies
+-- leaves a lease that expires.
+select pg_temp.enqueue(:'deploy', 'deploy-start') as j_s \gset
+select is(pg_temp.refusal($$ select observability.start_job(null, 'n8n:x') $$), 'PT422 validation_failed job_id', 'start without a job id');
+select is(pg_temp.refusal(format($$ select observability.start_job(%L, '') $$, :'j_s')), 'PT422 validation_failed worker', 'start without a worker');
+select is(pg_temp.refusal(format($$ select observability.start_job(%L, repeat('w', 101)) $$, :'j_s')), 'PT422 validation_failed worker', 'start with a worker over 100 characters');
+select is(pg_temp.refusal(format($$ select observability.start_job(%L, 'n8n:x', 1) $$, :'j_s')), 'PT422 validation_failed lease_seconds', 'start with a 1 s lease');
+select is(pg_temp.refusal($$ select observability.start_job(gen_random_uuid(), 'n8n:x') $$), 'PT422 validation_failed job_id', 'start an unknown job');
+select is(pg_temp.state(:'j_s') || '/' || pg_temp.events(:'j_s') || '/' || (select count(*) from observability.job_runs where job_id = :'j_s'),
+  'queued/0/1/0', 'refused starts wrote nothing');
+update observability.jobs set available_at = now() + interval '1 hour' where id = :'j_s';
+create temp table start1 as select observability.start_job(:'j_s', 'n8n:switchyard deploy-trigger', 300) as r;
+select (r ->> 'lease_token') as t_s from start1 \gset
+select is((select r - 'lease_token' from start1),
+  jsonb_build_object('job_id', :'j_s', 'lease_expires_at', now() + interval '300 seconds', 'attempt', 1,
+    'correlation_id', (select correlation_id from observability.jobs where id = :'j_s')),
+  'start_job leases the job (whatever its available_at) and returns its lease, attempt and correlation id');
+select is((select row(status, attempts, locked_by, lease_token::text)::text from observability.jobs where id = :'j_s'),
+  row('running', 1, 'n8n:switchyard deploy-trigger', :'t_s')::text, 'the started job is running under its token, its attempt counted');
+select is(pg_temp.transitions(:'j_s'), array['->queued', 'queued>running'], 'start_job wrote exactly one job_events row');
+select is((select worker || '/' || (detail ->> 'started_by') from observability.job_events where job_id = :'j_s' and to_status = 'running'),
+  'n8n:switchyard deploy-trigger/start_job', 'the event names the executor and start_job');
+select is((select attempt || '/' || worker || '/' || (finished_at is null)::text from observability.job_runs where job_id = :'j_s'),
+  '1/n8n:switchyard deploy-trigger/true', 'start_job opened a run');
+select is(pg_temp.refusal(format($$ select observability.start_job(%L, 'n8n:x') $$, :'j_s')),
+  'PT409 stale_lease', 'a running job is not started again');
+select is(pg_temp.refusal(format($$ select observability.complete_job(%L) $$, :'j_s')),
+  'PT409 stale_lease', 'a started job is not completed without its token');
+select is(pg_temp.refusal(format($$ select observability.complete_job(%L, lease_token => gen_random_uuid()) $$, :'j_s')),
+  'PT409 stale_lease', 'nor with a wrong token');
+select is(pg_temp.refusal(format($$ select observability.fail_job(%L, 'x') $$, :'j_s')),
+  'PT409 stale_lease', 'nor failed without its token');
+select is(pg_temp.state(:'j_s') || '/' || pg_temp.events(:'j_s') || '/' || (select count(*) from observability.job_runs where job_id = :'j_s'),
+  'running/1/2/1', 'refused settles changed nothing');
+select is(observability.complete_job(:'j_s', '{"http_status": 200}', lease_token => :'t_s') ->> 'status', 'succeeded',
+  'complete_job with the start token succeeds');
+select is(pg_temp.transitions(:'j_s'), array['->queued', 'queued>running', 'running>succeeded'], 'queued, running, succeeded');
+select is((select attempt || '/' || outcome || '/' || worker from observability.job_runs where job_id = :'j_s'),
+  '1/succeeded/n8n:switchyard deploy-trigger', 'one run, closed');
+select is(pg_temp.refusal(format($$ select observability.start_job(%L, 'n8n:x') $$, :'j_s')),
+  'PT409 stale_lease', 'a finished job is not started');
+select is(observability.start_job(:'j_u2', 'n8n:x') ->> 'attempt', '3', 'a failed job waiting for its retry is started now, its next attempt');
+select (observability.enqueue_job('pgtap', :'tag' || '.once', correlation_id => 'cid-once-' || :'tag', max_attempts => 1)
+  ->> 'job_id')::uuid as j_sd \gset
+select observability.start_job(:'j_sd', 'n8n:switchyard backup-scheduler', 300) ->> 'lease_token' as t_sd \gset
+update observability.jobs set lease_expires_at = now() - interval '1 second' where id = :'j_sd';
+select is(observability.reclaim_expired_jobs(), 1, 'the lease of an executor that died expires and is reclaimed');
+select is((select row(status, attempts, last_error, finished_at is not null)::text from observability.jobs where id = :'j_sd'),
+  '(dead,1,"lease expired before complete or fail",t)', 'as a failed attempt: with max_attempts 1 the job is dead');
+select is((select outcome || '/' || worker from observability.job_runs where job_id = :'j_sd'),
+  'lease_expired/n8n:switchyard backup-scheduler', 'its run ends lease_expired');
+select is(pg_temp.transitions(:'j_sd'), array['->queued', 'queued>running', 'running>dead'], 'queued, running, dead');
+select is((select event_type || '/' || aggregate_id || '/' || correlation_id || '/' || (payload -> 'details' ->> 'job_id')
+  from integration.outbox where source = 'switchyard' and idempotency_key like 'alert.job_dead:' || :'tag' || '.once:%'),
+  'alert.job_dead/' || :'tag' || '.once/cid-once-' || :'tag' || '/' || :'j_sd', 'and alert.job_dead is on the outbox, with its correlation id');
+select is(pg_temp.refusal(format($$ select observability.complete_job(%L, lease_token => %L) $$, :'j_sd', :'t_sd')),
+  'PT409 stale_lease', 'the executor''s late complete is refused');
 
 -- Cancel and requeue.
 select is(observability.cancel_job(:'j_low', 'superseded by deploy-high', 'ops@example.com'),

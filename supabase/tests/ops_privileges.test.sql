@@ -5,7 +5,7 @@
 -- service_role; and the catalog rules for schemas observability and ops.
 begin;
 set search_path = extensions, public;
-select plan(142);
+select plan(146);
 
 select 'pgtap' || substr(md5(random()::text), 1, 10) as tag \gset
 
@@ -17,6 +17,7 @@ select observability.enqueue_job('pgtap', :'tag' || '.a', correlation_id => 'cid
 select observability.enqueue_job('pgtap', :'tag' || '.b') ->> 'job_id' as j_leased \gset
 select observability.enqueue_job('pgtap', :'tag' || '.c') ->> 'job_id' as j_fail \gset
 select observability.enqueue_job('pgtap', :'tag' || '.d') ->> 'job_id' as j_cancel \gset
+select observability.enqueue_job('pgtap', :'tag' || '.f') ->> 'job_id' as j_start \gset
 select observability.enqueue_job('pgtap', :'tag' || '.e', max_attempts => 1) ->> 'job_id' as j_dead \gset
 select observability.fail_job(:'j_dead', 'boom');
 select (c ->> 'lease_token') as t_leased from observability.claim_job('w', array[:'tag' || '.b']) c \gset
@@ -58,6 +59,7 @@ create temp table rpcs (name text primary key, call text not null, reads boolean
 insert into rpcs values
   ('observability.enqueue_job', format($$ select observability.enqueue_job('pgtap', %L) $$, :'tag' || '.x'), false),
   ('observability.claim_job', format($$ select observability.claim_job('w', array[%L]) $$, :'tag' || '.x'), false),
+  ('observability.start_job', format($$ select observability.start_job(%L, 'w') $$, :'j_start'), false),
   ('observability.complete_job', format($$ select observability.complete_job(%L) $$, :'j_queued'), false),
   ('observability.fail_job', format($$ select observability.fail_job(%L, 'x') $$, :'j_fail'), false),
   ('observability.cancel_job', format($$ select observability.cancel_job(%L, 'why', 'who') $$, :'j_cancel'), false),

@@ -103,6 +103,15 @@ test("the seed's deploy request is a job that calls the deploy hook, succeeds, a
   assert.equal(row.attempts, 1);
   assert.equal(row.max_attempts, 1);
   assert.equal(row.result.http_status, 200);
+  assert.equal(row.lease_token, null);
+
+  // n8n starts the job it enqueued (start_job: a lease) before it calls the
+  // hook, and completes it with the lease token.
+  assert.deepEqual(sql(`select coalesce(from_status, '-') || '>' || to_status || '|' || coalesce(worker, '')
+    from observability.job_events where job_id = '${job_id}' order by id`).split("\n"),
+    ["->queued|", "queued>running|n8n:switchyard deploy-trigger", "running>succeeded|n8n:switchyard deploy-trigger"]);
+  assert.equal(sql(`select attempt || '|' || worker || '|' || outcome from observability.job_runs where job_id = '${job_id}'`),
+    "1|n8n:switchyard deploy-trigger|succeeded", "one run, by n8n's deploy-trigger");
 
   const calls = (await messagesSince(since, "vercel-deploy")).filter((m) => m.message.job_id === job_id);
   assert.equal(calls.length, 1, "the deploy hook was called once");
@@ -116,6 +125,10 @@ test("the seed's deploy request is a job that calls the deploy hook, succeeds, a
   const kinds = trace.body.filter((r) => r.subject_id === job_id).map((r) => r.kind);
   assert.ok(kinds.indexOf("job.enqueued") === 0, kinds.join(", "));
   assert.ok(kinds.indexOf("job.succeeded") > 0, kinds.join(", "));
+  assert.deepEqual(trace.body.filter((r) => r.subject_id === job_id && r.source === "observability.job_events")
+    .map((r) => r.kind), ["job.running", "job.succeeded"], "queued -> running -> succeeded");
+  assert.equal(trace.body.find((r) => r.kind === "job.running" && r.subject_id === job_id).detail.worker,
+    "n8n:switchyard deploy-trigger");
   assert.ok(kinds.includes("job.run_succeeded"), kinds.join(", "));
   const times = trace.body.map((r) => Date.parse(r.at));
   assert.deepEqual(times, [...times].sort((a, b) => a - b), "the trace is in time order");
@@ -149,9 +162,9 @@ test("a caller's correlation id is kept; a repeated idempotency key is the same 
 });
 
 // The seed: "Fail loudly: on error, create an alert and update status". Nothing
-// claims deploy jobs for a retry (n8n executes the job it enqueued), so the
-// workflow enqueues with max_attempts 1: one failed call makes the job dead, and
-// fail_job raises alert.job_dead on the outbox in the same transaction.
+// claims deploy jobs for a retry (n8n starts and executes the job it enqueued),
+// so the workflow enqueues with max_attempts 1: one failed call makes the job
+// dead, and fail_job raises alert.job_dead on the outbox in the same transaction.
 test("a deploy hook that fails makes the job dead and raises alert.job_dead", async (t) => {
   const since = Date.now();
   await failNext(1);
@@ -314,6 +327,8 @@ test("backup-scheduler's nodes record a backup.database job, upload to DO Spaces
     assert.equal(row.source, "n8n");
     assert.equal(row.payload.bucket, "odoo-backups");
     assert.match(row.payload.key, /^postgres\/\d{8}\/postgres-\d{8}T\d{6}\.sql\.gz$/);
+    assert.match(sql(`select worker || '|' || outcome from observability.job_runs where job_id = '${job_id}'`),
+      /^n8n:switchyard backup-scheduler \(e2e copy \d+\)\|succeeded$/, "the copy started its job, then completed it");
     const uploads = (await messagesSince(since, "do-spaces")).filter((m) => m.message.job_id === job_id);
     assert.equal(uploads.length, 1);
     assert.equal(uploads[0].message.correlation_id, correlation_id);
