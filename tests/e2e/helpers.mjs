@@ -29,12 +29,17 @@ export function sql(query) {
   }).trim();
 }
 
-/** Rows in every table a request may write; compare before and after. */
+/**
+ * Rows in the tables a request may write; compare before and after.
+ * integration.replay_guard is left out: pg_cron purges its expired entries
+ * every minute, so its count can drop between two reads, and ingest_event
+ * writes it only in the transaction that writes the outbox row (the fuzz test
+ * checks its entries one by one).
+ */
 export function tableCounts() {
-  return sql(`select format('outbox=%s event_log=%s replay_guard=%s',
+  return sql(`select format('outbox=%s event_log=%s',
     (select count(*) from integration.outbox),
-    (select count(*) from integration.event_log),
-    (select count(*) from integration.replay_guard))`);
+    (select count(*) from integration.event_log))`);
 }
 
 /** Calls a function of scripts/lib/stack.sh (stop_process postgrest, start_postgrest, ...). */
