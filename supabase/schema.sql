@@ -967,6 +967,39 @@ $$;
 ALTER FUNCTION integration.wake_router_unless_active(p_reason text) OWNER TO postgres;
 
 --
+-- Name: alert_stuck_jobs(); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.alert_stuck_jobs() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_stuck record;
+  v_count integer := 0;
+begin
+  for v_stuck in
+    select j.job_type, count(*) as waiting, min(j.available_at) as oldest
+    from observability.jobs j
+    cross join observability.settings s
+    where j.status in ('queued', 'failed')
+      and j.available_at < now() - make_interval(secs => s.stuck_after_seconds)
+    group by j.job_type
+    order by j.job_type
+  loop
+    perform integration.raise_alert('job_stuck', v_stuck.job_type,
+      format('%s job(s) of type %s due since %s and not taken by any worker', v_stuck.waiting, v_stuck.job_type,
+             to_char(v_stuck.oldest at time zone 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')),
+      jsonb_build_object('waiting', v_stuck.waiting, 'oldest_available_at', v_stuck.oldest));
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end;
+$$;
+
+ALTER FUNCTION observability.alert_stuck_jobs() OWNER TO postgres;
+
+--
 -- Name: apply_health_sample(bigint, text, integer, integer, text, text, text); Type: FUNCTION; Schema: observability; Owner: postgres
 --
 
@@ -2468,13 +2501,15 @@ CREATE TABLE observability.settings (
     service_health_retention_days integer DEFAULT 14 NOT NULL,
     job_backoff_seconds integer[] DEFAULT '{30,120,600}'::integer[] NOT NULL,
     lease_seconds integer DEFAULT 60 NOT NULL,
+    stuck_after_seconds integer DEFAULT 900 NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT settings_job_backoff_seconds_check CHECK ((((cardinality(job_backoff_seconds) >= 1) AND (cardinality(job_backoff_seconds) <= 20)) AND (0 < ALL (job_backoff_seconds)) AND (array_position(job_backoff_seconds, NULL::integer) IS NULL))),
     CONSTRAINT settings_job_events_retention_days_check CHECK (((job_events_retention_days >= 1) AND (job_events_retention_days <= 3650))),
     CONSTRAINT settings_job_runs_retention_days_check CHECK (((job_runs_retention_days >= 1) AND (job_runs_retention_days <= 3650))),
     CONSTRAINT settings_lease_seconds_check CHECK (((lease_seconds >= 5) AND (lease_seconds <= 3600))),
     CONSTRAINT settings_service_health_retention_days_check CHECK (((service_health_retention_days >= 1) AND (service_health_retention_days <= 3650))),
-    CONSTRAINT settings_singleton_check CHECK (singleton)
+    CONSTRAINT settings_singleton_check CHECK (singleton),
+    CONSTRAINT settings_stuck_after_seconds_check CHECK (((stuck_after_seconds >= 60) AND (stuck_after_seconds <= 86400)))
 );
 
 ALTER TABLE observability.settings OWNER TO postgres;
@@ -3376,6 +3411,12 @@ REVOKE ALL ON FUNCTION integration.wake_router_if_due() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION integration.wake_router_unless_active(p_reason text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION alert_stuck_jobs(); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.alert_stuck_jobs() FROM PUBLIC;
 
 --
 -- Name: FUNCTION apply_health_sample(p_service_id bigint, p_status text, p_response_time_ms integer, p_http_status integer, p_error text, p_correlation_id text, p_field text); Type: ACL; Schema: observability; Owner: postgres

@@ -316,6 +316,8 @@ create table observability.settings (
     check (cardinality(job_backoff_seconds) between 1 and 20 and 0 < all (job_backoff_seconds)
            and array_position(job_backoff_seconds, null) is null),
   lease_seconds integer not null default 60 check (lease_seconds between 5 and 3600),
+  -- A job due this long ago that nobody has taken raises alert.job_stuck.
+  stuck_after_seconds integer not null default 900 check (stuck_after_seconds between 60 and 86400),
   updated_at timestamptz not null default now()
 );
 insert into observability.settings default values;
@@ -764,6 +766,40 @@ begin
   loop
     perform observability.settle_failure(v_job, v_job.attempts, 'lease expired before complete or fail', null,
                                          'lease_expired');
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end;
+$$;
+
+-- Jobs due for longer than settings.stuck_after_seconds that nobody has taken
+-- (no worker claims their type, or the executor that enqueued them never
+-- started them and could not fail them): one alert.job_stuck per job type,
+-- grouped per window like every alert, so the pg_cron run every minute raises
+-- its count rather than new messages. Returns the job types alerted.
+create function observability.alert_stuck_jobs()
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_stuck record;
+  v_count integer := 0;
+begin
+  for v_stuck in
+    select j.job_type, count(*) as waiting, min(j.available_at) as oldest
+    from observability.jobs j
+    cross join observability.settings s
+    where j.status in ('queued', 'failed')
+      and j.available_at < now() - make_interval(secs => s.stuck_after_seconds)
+    group by j.job_type
+    order by j.job_type
+  loop
+    perform integration.raise_alert('job_stuck', v_stuck.job_type,
+      format('%s job(s) of type %s due since %s and not taken by any worker', v_stuck.waiting, v_stuck.job_type,
+             to_char(v_stuck.oldest at time zone 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')),
+      jsonb_build_object('waiting', v_stuck.waiting, 'oldest_available_at', v_stuck.oldest));
     v_count := v_count + 1;
   end loop;
   return v_count;
@@ -1711,6 +1747,8 @@ grant execute on function integration.raise_alert(text, text, text, jsonb, text)
 
 select cron.schedule('observability-reclaim-expired-jobs', '* * * * *',
   'select observability.reclaim_expired_jobs()');
+select cron.schedule('observability-alert-stuck-jobs', '* * * * *',
+  'select observability.alert_stuck_jobs()');
 select cron.schedule('observability-rollup-metrics', '5 * * * *',
   'select observability.rollup_metrics()');
 select cron.schedule('observability-purge-retention', '30 3 * * *',

@@ -4,7 +4,7 @@
 -- Slack) that claims carry.
 begin;
 set search_path = extensions, public;
-select plan(33);
+select plan(37);
 
 select 'pgtap-' || substr(md5(random()::text), 1, 10) as tag \gset
 update integration.alert_policy set group_window_seconds = 600;
@@ -146,6 +146,24 @@ update integration.outbox set available_at = now(), status = 'pending', lock_tok
 where source = 'switchyard' and aggregate_id like :'tag' || '%' and status = 'processing';
 select is((select array_agg(distinct c ->> 'format') from integration.router_claim('pgtap-router', 100, 60) c), array['chat'],
   'router_claim carries the format too');
+
+-- A job nobody takes: one alert.job_stuck for its type, counted, not repeated.
+insert into observability.jobs (source, job_type, available_at, created_at)
+values ('pgtap', :'tag' || '.stuck', now() - interval '1 hour', now() - interval '1 hour'),
+       ('pgtap', :'tag' || '.stuck', now() - interval '20 minutes', now() - interval '20 minutes'),
+       ('pgtap', :'tag' || '.fresh', now(), now());
+select ok(observability.alert_stuck_jobs() >= 1, 'a job type waiting longer than stuck_after_seconds is alerted');
+select is((select (o.payload #>> '{details,waiting}') || ' ' || (o.payload ->> 'count') from integration.outbox o
+           where o.source = 'switchyard' and o.event_type = 'alert.job_stuck' and o.aggregate_id = :'tag' || '.stuck'),
+  '2 1', 'one alert for the type, with how many jobs wait');
+select observability.alert_stuck_jobs();
+select ok((select (o.payload ->> 'count')::int from integration.outbox o
+       where o.source = 'switchyard' and o.event_type = 'alert.job_stuck' and o.aggregate_id = :'tag' || '.stuck') = 2
+  and not exists (select 1 from integration.outbox o
+                  where o.event_type = 'alert.job_stuck' and o.aggregate_id = :'tag' || '.fresh'),
+  'the next run counts the same alert, and a job that just became due is not stuck');
+select is((select schedule || ' ' || command from cron.job where jobname = 'observability-alert-stuck-jobs'),
+  '* * * * * select observability.alert_stuck_jobs()', 'pg_cron looks for stuck jobs every minute');
 
 select * from finish();
 rollback;
