@@ -1091,19 +1091,13 @@ CREATE FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by 
 declare
   v_job observability.jobs;
 begin
-  if cancel_job.job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
   if cancel_job.reason is null or length(btrim(cancel_job.reason)) not between 1 and 1000 then
     perform observability.reject('reason', 'reason must be 1 to 1000 characters');
   end if;
   if cancel_job.requested_by is null or length(btrim(cancel_job.requested_by)) not between 1 and 200 then
     perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
   end if;
-  select * into v_job from observability.jobs j where j.id = cancel_job.job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(cancel_job.job_id);
   if v_job.status in ('succeeded', 'cancelled') then
     perform observability.refuse_stale(format('the job is already %s', v_job.status));
   end if;
@@ -1474,6 +1468,30 @@ $$;
 ALTER FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer) OWNER TO postgres;
 
 --
+-- Name: job_for_update(uuid); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.job_for_update(p_job_id uuid) RETURNS observability.jobs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+begin
+  if p_job_id is null then
+    perform observability.reject('job_id', 'job_id is required');
+  end if;
+  select * into v_job from observability.jobs j where j.id = p_job_id for update;
+  if not found then
+    perform observability.reject('job_id', 'no job has this id');
+  end if;
+  return v_job;
+end;
+$$;
+
+ALTER FUNCTION observability.job_for_update(p_job_id uuid) OWNER TO postgres;
+
+--
 -- Name: list_services_to_probe(integer); Type: FUNCTION; Schema: observability; Owner: postgres
 --
 
@@ -1509,13 +1527,7 @@ CREATE FUNCTION observability.lock_job(p_job_id uuid, p_lease_token uuid) RETURN
 declare
   v_job observability.jobs;
 begin
-  if p_job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
-  select * into v_job from observability.jobs j where j.id = p_job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(p_job_id);
   if v_job.status in ('succeeded', 'dead', 'cancelled') then
     perform observability.refuse_stale(format('the job is already %s', v_job.status));
   end if;
@@ -1782,16 +1794,10 @@ CREATE FUNCTION observability.requeue_job(job_id uuid, requested_by text) RETURN
 declare
   v_job observability.jobs;
 begin
-  if requeue_job.job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
   if requeue_job.requested_by is null or length(btrim(requeue_job.requested_by)) not between 1 and 200 then
     perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
   end if;
-  select * into v_job from observability.jobs j where j.id = requeue_job.job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(requeue_job.job_id);
   if v_job.status not in ('dead', 'cancelled') then
     perform observability.refuse_stale(format('only dead or cancelled jobs are requeued; this one is %s', v_job.status));
   end if;
@@ -1931,9 +1937,6 @@ declare
   v_job observability.jobs;
   v_lease_seconds integer;
 begin
-  if start_job.job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
   if start_job.worker is null or length(start_job.worker) not between 1 and 100 then
     perform observability.reject('worker', 'worker must be 1 to 100 characters');
   end if;
@@ -1941,10 +1944,7 @@ begin
   if v_lease_seconds not between 5 and 3600 then
     perform observability.reject('lease_seconds', 'lease_seconds must be 5 to 3600');
   end if;
-  select * into v_job from observability.jobs j where j.id = start_job.job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(start_job.job_id);
   if v_job.status not in ('queued', 'failed') or v_job.lease_token is not null then
     perform observability.refuse_stale(format('only a waiting job is started; this one is %s', v_job.status));
   end if;
@@ -3492,6 +3492,12 @@ GRANT ALL ON FUNCTION observability.get_health_summary() TO service_role;
 
 REVOKE ALL ON FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION job_for_update(p_job_id uuid); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.job_for_update(p_job_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION list_services_to_probe(max_services integer); Type: ACL; Schema: observability; Owner: postgres

@@ -554,6 +554,28 @@ as $$
   from observability.settings s
 $$;
 
+-- The job with this id, locked for a state change; a missing id or an unknown
+-- job is validation_failed naming job_id.
+create function observability.job_for_update(p_job_id uuid)
+returns observability.jobs
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_job observability.jobs;
+begin
+  if p_job_id is null then
+    perform observability.reject('job_id', 'job_id is required');
+  end if;
+  select * into v_job from observability.jobs j where j.id = p_job_id for update;
+  if not found then
+    perform observability.reject('job_id', 'no job has this id');
+  end if;
+  return v_job;
+end;
+$$;
+
 -- Locks a job for settling (complete_job, fail_job), or refuses. The fence: a
 -- leased (running) job is settled only with its current lease token; a job
 -- that waits (queued, or failed with a retry scheduled) and is not leased may
@@ -570,13 +592,7 @@ as $$
 declare
   v_job observability.jobs;
 begin
-  if p_job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
-  select * into v_job from observability.jobs j where j.id = p_job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(p_job_id);
   if v_job.status in ('succeeded', 'dead', 'cancelled') then
     perform observability.refuse_stale(format('the job is already %s', v_job.status));
   end if;
@@ -907,9 +923,6 @@ declare
   v_job observability.jobs;
   v_lease_seconds integer;
 begin
-  if start_job.job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
   if start_job.worker is null or length(start_job.worker) not between 1 and 100 then
     perform observability.reject('worker', 'worker must be 1 to 100 characters');
   end if;
@@ -917,10 +930,7 @@ begin
   if v_lease_seconds not between 5 and 3600 then
     perform observability.reject('lease_seconds', 'lease_seconds must be 5 to 3600');
   end if;
-  select * into v_job from observability.jobs j where j.id = start_job.job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(start_job.job_id);
   if v_job.status not in ('queued', 'failed') or v_job.lease_token is not null then
     perform observability.refuse_stale(format('only a waiting job is started; this one is %s', v_job.status));
   end if;
@@ -1023,19 +1033,13 @@ as $$
 declare
   v_job observability.jobs;
 begin
-  if cancel_job.job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
   if cancel_job.reason is null or length(btrim(cancel_job.reason)) not between 1 and 1000 then
     perform observability.reject('reason', 'reason must be 1 to 1000 characters');
   end if;
   if cancel_job.requested_by is null or length(btrim(cancel_job.requested_by)) not between 1 and 200 then
     perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
   end if;
-  select * into v_job from observability.jobs j where j.id = cancel_job.job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(cancel_job.job_id);
   if v_job.status in ('succeeded', 'cancelled') then
     perform observability.refuse_stale(format('the job is already %s', v_job.status));
   end if;
@@ -1093,16 +1097,10 @@ as $$
 declare
   v_job observability.jobs;
 begin
-  if requeue_job.job_id is null then
-    perform observability.reject('job_id', 'job_id is required');
-  end if;
   if requeue_job.requested_by is null or length(btrim(requeue_job.requested_by)) not between 1 and 200 then
     perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
   end if;
-  select * into v_job from observability.jobs j where j.id = requeue_job.job_id for update;
-  if not found then
-    perform observability.reject('job_id', 'no job has this id');
-  end if;
+  v_job := observability.job_for_update(requeue_job.job_id);
   if v_job.status not in ('dead', 'cancelled') then
     perform observability.refuse_stale(format('only dead or cancelled jobs are requeued; this one is %s', v_job.status));
   end if;

@@ -9,15 +9,7 @@ select plan(43);
 
 select 'pgtap-' || substr(md5(random()::text), 1, 10) as tag \gset
 
-create function pg_temp.refusal(p_sql text) returns text language plpgsql as $$
-declare v_state text; v_message text; v_hint text;
-begin
-  execute p_sql;
-  return 'accepted';
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_hint = pg_exception_hint;
-  return concat_ws(' ', v_state, v_message, nullif(v_hint, ''));
-end $$;
+\ir lib/refusal.sql
 create function pg_temp.state(p_service bigint) returns text language sql as $$
   select s.status || '/' || s.consecutive_failures from observability.services s where s.id = p_service
 $$;

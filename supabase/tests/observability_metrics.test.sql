@@ -10,15 +10,7 @@ select :'tag' || '.sync' as jt, date_trunc('hour', now(), 'UTC') - interval '1 h
 update observability.settings set job_events_retention_days = 30, job_runs_retention_days = 30,
   service_health_retention_days = 14;
 
-create function pg_temp.refusal(p_sql text) returns text language plpgsql as $$
-declare v_state text; v_message text; v_hint text;
-begin
-  execute p_sql;
-  return 'accepted';
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_hint = pg_exception_hint;
-  return concat_ws(' ', v_state, v_message, nullif(v_hint, ''));
-end $$;
+\ir lib/refusal.sql
 
 -- The last complete hour h: three jobs enqueued (and one the hour before),
 -- four attempts finished (100, 300 ms succeeded; 200 ms failed; a lease that

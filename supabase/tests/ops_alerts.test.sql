@@ -9,15 +9,7 @@ select plan(37);
 select 'pgtap-' || substr(md5(random()::text), 1, 10) as tag \gset
 update integration.alert_policy set group_window_seconds = 600;
 
-create function pg_temp.refusal(p_sql text) returns text language plpgsql as $$
-declare v_state text; v_message text; v_hint text;
-begin
-  execute p_sql;
-  return 'accepted';
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_hint = pg_exception_hint;
-  return concat_ws(' ', v_state, v_message, nullif(v_hint, ''));
-end $$;
+\ir lib/refusal.sql
 -- This run's alert events: 'kind/subject/count/status' in order.
 create temp table run as select :'tag'::text as tag;
 create function pg_temp.alerts() returns text[] language sql as $$
