@@ -1968,6 +1968,511 @@ $$;
 ALTER FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer) OWNER TO postgres;
 
 --
+-- Name: actor(text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.actor(p_given text, p_field text DEFAULT 'p_requested_by'::text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+  v_role text := current_setting('role');
+begin
+  if v_role = 'authenticated' then
+    return coalesce(v_claims ->> 'email', v_claims ->> 'sub', 'authenticated');
+  end if;
+  if p_given is not null and length(p_given) not between 1 and 200 then
+    perform observability.reject(p_field, format('%s must be 1 to 200 characters', p_field));
+  end if;
+  return coalesce(p_given, case when v_role = 'none' then session_user::text else v_role end);
+end;
+$$;
+
+ALTER FUNCTION ops.actor(p_given text, p_field text) OWNER TO postgres;
+
+--
+-- Name: append_run_event(text, text, text, jsonb, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.append_run_event(p_run_id text, p_level text, p_message text, p_payload jsonb DEFAULT '{}'::jsonb, p_phase text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_run ops.runs;
+begin
+  select * into v_run from ops.runs r where r.run_id = p_run_id;
+  if not found then
+    perform observability.reject('p_run_id', 'no run has this id');
+  end if;
+  if p_level is null or p_level not in ('debug', 'info', 'warn', 'error') then
+    perform observability.reject('p_level', 'p_level must be debug, info, warn or error');
+  end if;
+  if p_message is null or length(p_message) not between 1 and 2000 then
+    perform observability.reject('p_message', 'p_message must be 1 to 2000 characters');
+  end if;
+  if p_payload is not null and jsonb_typeof(p_payload) <> 'object' then
+    perform observability.reject('p_payload', 'p_payload must be a JSON object');
+  end if;
+  if p_phase is not null and p_phase !~ '^[a-z][a-z0-9_]{0,31}$' then
+    perform observability.reject('p_phase', 'p_phase must be a phase name such as build');
+  end if;
+  return ops.record_event(v_run, p_level, p_message, p_phase, p_payload, ops.actor(p_actor, 'p_actor'));
+end;
+$_$;
+
+ALTER FUNCTION ops.append_run_event(p_run_id text, p_level text, p_message text, p_payload jsonb, p_phase text, p_actor text) OWNER TO postgres;
+
+--
+-- Name: approve_run(text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.approve_run(p_run_id text, p_comment text DEFAULT NULL::text, p_approved_by text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$ select ops.decide(p_run_id, true, p_comment, p_approved_by) $$;
+
+ALTER FUNCTION ops.approve_run(p_run_id text, p_comment text, p_approved_by text) OWNER TO postgres;
+
+--
+-- Name: busy_runners(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.busy_runners() RETURNS integer
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select count(*)::integer from ops.runs r
+  where r.lease_token is not null and r.lease_expires_at > now()
+$$;
+
+ALTER FUNCTION ops.busy_runners() OWNER TO postgres;
+
+--
+-- Name: cancel_run(text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_by text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+  v_actor text;
+begin
+  perform ops.require_operator();
+  v_actor := ops.actor(p_requested_by);
+  if p_reason is null or length(p_reason) not between 1 and 500 then
+    perform observability.reject('p_reason', 'p_reason must be 1 to 500 characters');
+  end if;
+  select * into v_run from ops.runs r where r.run_id = p_run_id for update;
+  if not found then
+    perform observability.reject('p_run_id', 'no run has this id');
+  end if;
+  if v_run.status in ('success', 'failed', 'cancelled') then
+    perform ops.refuse_state(format('the run already ended: %s', v_run.status));
+  end if;
+  if v_run.lease_expires_at > now() then
+    update ops.runs r set cancel_requested_at = now(), cancel_requested_by = v_actor, updated_at = now()
+    where r.run_id = p_run_id;
+    perform ops.record_event(v_run, 'warn', format('Cancel requested by %s: %s', v_actor, p_reason),
+      v_run.phase, '{}', v_actor);
+    return jsonb_build_object('run_id', p_run_id, 'status', v_run.status, 'cancel_requested', true);
+  end if;
+  update ops.runs r set cancel_requested_at = now(), cancel_requested_by = v_actor where r.run_id = p_run_id;
+  v_run := ops.end_run(v_run, 'cancelled', format('cancelled by %s: %s', v_actor, p_reason), '{}', v_actor);
+  return jsonb_build_object('run_id', p_run_id, 'status', v_run.status, 'cancel_requested', false);
+end;
+$$;
+
+ALTER FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_by text) OWNER TO postgres;
+
+--
+-- Name: claim_next_run(text, integer); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.claim_next_run(p_worker_id text, p_lease_seconds integer DEFAULT NULL::integer) RETURNS SETOF jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_settings ops.settings;
+  v_lease_seconds integer;
+  v_candidate ops.runs;
+  v_run ops.runs;
+  v_lock ops.environment_locks;
+  v_expired boolean;
+  v_phases jsonb;
+begin
+  if p_worker_id is null or length(p_worker_id) not between 1 and 100 then
+    perform observability.reject('p_worker_id', 'p_worker_id must be 1 to 100 characters');
+  end if;
+  select * into v_settings from ops.settings;
+  v_lease_seconds := coalesce(p_lease_seconds, v_settings.lease_seconds);
+  if v_lease_seconds not between 5 and 3600 then
+    perform observability.reject('p_lease_seconds', 'p_lease_seconds must be 5 to 3600');
+  end if;
+
+  for v_candidate in
+    select * from ops.runs r
+    where r.status in ('queued', 'claimed', 'running')
+      and (r.lease_expires_at is null or r.lease_expires_at <= now())
+      and (r.status <> 'queued' or not exists (
+        select 1 from ops.environment_locks l
+        where l.project_id = r.project_id and l.env = r.env
+          and (l.frozen or (l.run_id is not null and l.run_id <> r.run_id))))
+      -- An environment's runs go in queue order: while an older queued run
+      -- waits (or a concurrent claimer holds its row, which SKIP LOCKED
+      -- passes over), a younger one does not take the environment.
+      and (r.status <> 'queued' or not exists (
+        select 1 from ops.runs o
+        where o.project_id = r.project_id and o.env = r.env and o.status = 'queued'
+          and (o.queued_at, o.run_id) < (r.queued_at, r.run_id)))
+    order by r.queued_at, r.run_id
+    limit 20
+    for update skip locked
+  loop
+    if v_candidate.status = 'queued' then
+      -- Take the environment. SKIP LOCKED again: a concurrent claimer looking
+      -- at the same environment has it; never wait (two claimers each
+      -- holding one environment row would deadlock).
+      insert into ops.environment_locks (project_id, env) values (v_candidate.project_id, v_candidate.env)
+      on conflict do nothing;
+      select * into v_lock from ops.environment_locks l
+      where l.project_id = v_candidate.project_id and l.env = v_candidate.env
+      for update skip locked;
+      if not found or v_lock.frozen or (v_lock.run_id is not null and v_lock.run_id <> v_candidate.run_id) then
+        continue;
+      end if;
+      update ops.environment_locks l set run_id = v_candidate.run_id, acquired_at = now(), updated_at = now()
+      where l.project_id = v_candidate.project_id and l.env = v_candidate.env;
+    end if;
+
+    v_expired := v_candidate.lease_token is not null;
+    if v_expired and v_candidate.lease_expiries + 1 >= v_settings.max_lease_expiries then
+      -- Every runner that took this run died with it: stop resuming it.
+      update ops.runs r set lease_expiries = r.lease_expiries + 1, lease_token = null, lease_expires_at = null
+      where r.run_id = v_candidate.run_id
+      returning * into v_run;
+      perform ops.end_run(v_run, 'failed',
+        format('%s runners died working on this run (the last was %s); it is not resumed again',
+          v_run.lease_expiries, v_candidate.claimed_by),
+        '{}', v_candidate.claimed_by);
+      continue;
+    end if;
+
+    update ops.runs r set
+      status = case when r.status = 'queued' then 'claimed' else r.status end,
+      claimed_by = p_worker_id,
+      lease_token = gen_random_uuid(),
+      lease_expires_at = now() + make_interval(secs => v_lease_seconds),
+      claimed_at = coalesce(r.claimed_at, now()),
+      invocations = r.invocations + 1,
+      lease_expiries = r.lease_expiries + case when v_expired then 1 else 0 end,
+      updated_at = now()
+    where r.run_id = v_candidate.run_id
+    returning * into v_run;
+
+    if v_candidate.status = 'queued' then
+      perform ops.record_event(v_run, 'info', format('Claimed by %s', p_worker_id), null, '{}', p_worker_id);
+    elsif v_expired then
+      perform ops.record_event(v_run, 'warn',
+        format('Runner %s stopped without releasing the run (its lease expired); %s resumes it at %s',
+          v_candidate.claimed_by, p_worker_id, coalesce(v_run.phase, 'the start')),
+        v_run.phase, jsonb_build_object('previous_worker', v_candidate.claimed_by), p_worker_id);
+    end if;
+
+    -- The wake-up that brought a runner here is answered; if more runs are
+    -- waiting, wake another runner (up to max_runners).
+    update ops.runner_signal set wake_pending_until = null where wake_pending_until is not null;
+    if ops.has_claimable_run() then
+      perform ops.wake_runner('fanout');
+    end if;
+
+    select p.phases into v_phases from ops.projects p where p.project_id = v_run.project_id;
+    return next jsonb_build_object(
+      'run_id', v_run.run_id, 'lease_token', v_run.lease_token, 'lease_expires_at', v_run.lease_expires_at,
+      'project_id', v_run.project_id, 'repository',
+      (select p.repository from ops.projects p where p.project_id = v_run.project_id),
+      'env', v_run.env, 'git_sha', v_run.git_sha, 'git_ref', v_run.git_ref, 'kind', v_run.kind,
+      'rollback_of', v_run.rollback_of, 'status', v_run.status, 'phase', v_run.phase,
+      'phases', v_phases, 'progress', v_run.progress, 'invocation', v_run.invocations,
+      'resumed', v_candidate.status <> 'queued', 'correlation_id', v_run.correlation_id,
+      'metadata', v_run.metadata);
+    return;
+  end loop;
+end;
+$$;
+
+ALTER FUNCTION ops.claim_next_run(p_worker_id text, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: complete_phase(text, uuid, text, jsonb, jsonb, integer); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb DEFAULT '{}'::jsonb, p_artifacts jsonb DEFAULT '[]'::jsonb, p_lease_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_run ops.runs;
+  v_started timestamptz;
+begin
+  v_run := ops.leased_run(p_run_id, p_lease_token);
+  if p_phase is null or p_phase !~ '^[a-z][a-z0-9_]{0,31}$' then
+    perform observability.reject('p_phase', 'p_phase must be a phase name such as build');
+  end if;
+  if not (v_run.progress ? p_phase) or coalesce((v_run.progress -> p_phase ->> 'done')::boolean, false) then
+    perform ops.refuse_state(format('phase %s is not in progress', p_phase));
+  end if;
+  if p_output is null or jsonb_typeof(p_output) <> 'object' then
+    perform observability.reject('p_output', 'p_output must be a JSON object');
+  end if;
+  if p_artifacts is null or jsonb_typeof(p_artifacts) <> 'array' or exists (
+       select 1 from jsonb_array_elements(p_artifacts) a(item)
+       where jsonb_typeof(a.item) <> 'object'
+          or coalesce(a.item ->> 'kind', '') !~ '^[a-z][a-z0-9_]{0,31}$'
+          or length(coalesce(a.item ->> 'name', '')) not between 1 and 200
+          or length(a.item ->> 'url') > 2000
+          or length(a.item ->> 'digest') > 200
+          or (a.item ? 'metadata' and jsonb_typeof(a.item -> 'metadata') <> 'object')) then
+    perform observability.reject('p_artifacts',
+      'p_artifacts must be an array of {kind, name, url?, digest?, metadata?} objects');
+  end if;
+  v_started := (v_run.progress -> p_phase ->> 'started_at')::timestamptz;
+  update ops.runs r set
+    progress = jsonb_set(r.progress, array[p_phase], jsonb_build_object('done', true, 'started_at', v_started,
+      'finished_at', clock_timestamp(), 'output', p_output)),
+    updated_at = now()
+  where r.run_id = p_run_id
+  returning * into v_run;
+  -- The same artifact twice in one call is recorded once, as last given (one
+  -- INSERT .. ON CONFLICT cannot update a row twice).
+  insert into ops.artifacts as t (run_id, phase, kind, name, url, digest, metadata)
+  select distinct on (a.item ->> 'kind', a.item ->> 'name')
+         p_run_id, p_phase, a.item ->> 'kind', a.item ->> 'name', a.item ->> 'url', a.item ->> 'digest',
+         coalesce(a.item -> 'metadata', '{}')
+  from jsonb_array_elements(p_artifacts) with ordinality a(item, ord)
+  order by a.item ->> 'kind', a.item ->> 'name', a.ord desc
+  on conflict (run_id, kind, name) do update set
+    url = excluded.url, digest = excluded.digest, metadata = excluded.metadata, phase = excluded.phase;
+  perform ops.record_event(v_run, 'info', format('Completed %s', p_phase), p_phase,
+    jsonb_build_object('duration_ms', round(extract(epoch from clock_timestamp() - v_started) * 1000),
+      'output', p_output, 'artifacts', jsonb_array_length(p_artifacts)),
+    v_run.claimed_by);
+  return ops.renew_lease(v_run, p_lease_seconds);
+end;
+$_$;
+
+ALTER FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb, p_artifacts jsonb, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: decide(text, boolean, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.decide(p_run_id text, p_approve boolean, p_comment text, p_decided_by text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+  v_approval ops.approvals;
+  v_actor text;
+begin
+  perform ops.require_operator();
+  v_actor := ops.actor(p_decided_by, case when p_approve then 'p_approved_by' else 'p_rejected_by' end);
+  if p_comment is not null and length(p_comment) > 2000 then
+    perform observability.reject('p_comment', 'p_comment must be at most 2000 characters');
+  end if;
+  select * into v_run from ops.runs r where r.run_id = p_run_id for update;
+  if not found then
+    perform observability.reject('p_run_id', 'no run has this id');
+  end if;
+  select * into v_approval from ops.approvals a where a.run_id = p_run_id for update;
+  if v_run.status <> 'awaiting_approval' or v_approval.status is distinct from 'pending' then
+    perform ops.refuse_state(format('only a run awaiting approval is approved or rejected; this one is %s',
+      v_run.status));
+  end if;
+  -- Four eyes: whoever requested a protected deploy does not also approve it.
+  if v_actor = v_approval.requested_by then
+    raise exception using errcode = 'PT403', message = 'forbidden',
+      detail = 'a run is approved or rejected by someone other than whoever requested it';
+  end if;
+  update ops.approvals a set
+    status = case when p_approve then 'approved' else 'rejected' end,
+    decided_by = v_actor, decided_at = now(), comment = p_comment
+  where a.run_id = p_run_id;
+  update ops.runs r set
+    status = case when p_approve then 'queued' else 'cancelled' end,
+    finished_at = case when p_approve then null else now() end,
+    error = case when p_approve then null else format('rejected by %s', v_actor) end,
+    updated_at = now()
+  where r.run_id = p_run_id
+  returning * into v_run;
+  perform ops.record_event(v_run, case when p_approve then 'info' else 'warn' end,
+    format('%s by %s', case when p_approve then 'Approved' else 'Rejected' end, v_actor),
+    null, jsonb_strip_nulls(jsonb_build_object('comment', p_comment)), v_actor);
+  return jsonb_build_object('run_id', v_run.run_id, 'status', v_run.status, 'decided_by', v_actor);
+end;
+$$;
+
+ALTER FUNCTION ops.decide(p_run_id text, p_approve boolean, p_comment text, p_decided_by text) OWNER TO postgres;
+
+--
+-- Name: runs; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.runs (
+    run_id text DEFAULT ('run-'::text || substr(replace((gen_random_uuid())::text, '-'::text, ''::text), 1, 20)) NOT NULL,
+    project_id text NOT NULL,
+    env text NOT NULL,
+    git_sha text NOT NULL,
+    git_ref text NOT NULL,
+    kind text DEFAULT 'deploy'::text NOT NULL,
+    rollback_of text,
+    requeue_of text,
+    status text NOT NULL,
+    phase text,
+    progress jsonb DEFAULT '{}'::jsonb NOT NULL,
+    claimed_by text,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    invocations integer DEFAULT 0 NOT NULL,
+    lease_expiries integer DEFAULT 0 NOT NULL,
+    cancel_requested_at timestamp with time zone,
+    cancel_requested_by text,
+    requested_by text NOT NULL,
+    correlation_id text NOT NULL,
+    idempotency_key text,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    error text,
+    queued_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    claimed_at timestamp with time zone,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT runs_check CHECK (((kind = 'rollback'::text) = (rollback_of IS NOT NULL))),
+    CONSTRAINT runs_check1 CHECK (((lease_token IS NULL) = (lease_expires_at IS NULL))),
+    CONSTRAINT runs_check2 CHECK (((status = ANY (ARRAY['success'::text, 'failed'::text, 'cancelled'::text])) = (finished_at IS NOT NULL))),
+    CONSTRAINT runs_correlation_id_check CHECK (((length(correlation_id) >= 1) AND (length(correlation_id) <= 128))),
+    CONSTRAINT runs_env_check CHECK ((env ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text)),
+    CONSTRAINT runs_git_ref_check CHECK ((((length(git_ref) >= 1) AND (length(git_ref) <= 255)) AND (git_ref !~ '[[:cntrl:]]'::text))),
+    CONSTRAINT runs_git_sha_check CHECK ((git_sha ~ '^[0-9a-f]{7,40}$'::text)),
+    CONSTRAINT runs_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
+    CONSTRAINT runs_kind_check CHECK ((kind = ANY (ARRAY['deploy'::text, 'rollback'::text]))),
+    CONSTRAINT runs_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT runs_progress_check CHECK ((jsonb_typeof(progress) = 'object'::text)),
+    CONSTRAINT runs_run_id_check CHECK ((run_id ~ '^run-[a-z0-9-]{1,60}$'::text)),
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['awaiting_approval'::text, 'queued'::text, 'claimed'::text, 'running'::text, 'success'::text, 'failed'::text, 'cancelled'::text])))
+);
+
+ALTER TABLE ops.runs OWNER TO postgres;
+
+--
+-- Name: TABLE runs; Type: COMMENT; Schema: ops; Owner: postgres
+--
+
+COMMENT ON TABLE ops.runs IS 'Build/deploy runs. Written only through the ops RPCs; a run is never reset by hand: an expired lease makes it resumable.';
+
+--
+-- Name: end_run(ops.runs, text, text, jsonb, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.end_run(p_run ops.runs, p_status text, p_error text, p_metadata jsonb, p_actor text) RETURNS ops.runs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+begin
+  update ops.runs r set
+    status = p_status,
+    finished_at = clock_timestamp(),
+    error = case when p_status = 'success' then null else coalesce(p_error, r.error) end,
+    metadata = r.metadata || coalesce(p_metadata, '{}'),
+    lease_token = null,
+    lease_expires_at = null,
+    updated_at = now()
+  where r.run_id = p_run.run_id
+  returning * into v_run;
+  update ops.environment_locks l set run_id = null, acquired_at = null, updated_at = now()
+  where l.project_id = v_run.project_id and l.env = v_run.env and l.run_id = v_run.run_id;
+  update ops.approvals a set status = 'withdrawn', decided_by = p_actor, decided_at = now()
+  where a.run_id = v_run.run_id and a.status = 'pending';
+  perform ops.record_event(v_run, case p_status when 'success' then 'info' when 'failed' then 'error' else 'warn' end,
+    case p_status
+      when 'success' then 'Run succeeded'
+      when 'failed' then format('Run failed%s: %s', coalesce(' at ' || v_run.phase, ''), coalesce(p_error, 'no reason given'))
+      else format('Run cancelled: %s', coalesce(p_error, 'no reason given')) end,
+    v_run.phase, jsonb_strip_nulls(jsonb_build_object('metadata', nullif(coalesce(p_metadata, '{}'), '{}'::jsonb))),
+    p_actor);
+  if p_status = 'failed' then
+    perform integration.raise_alert('run_failed', v_run.project_id || '/' || v_run.env,
+      format('Run %s of %s to %s failed%s: %s', v_run.run_id, v_run.project_id, v_run.env,
+        coalesce(' at ' || v_run.phase, ''), left(coalesce(p_error, 'no reason given'), 1500)),
+      jsonb_strip_nulls(jsonb_build_object('run_id', v_run.run_id, 'project_id', v_run.project_id,
+        'env', v_run.env, 'phase', v_run.phase, 'git_sha', v_run.git_sha, 'error', p_error)),
+      v_run.correlation_id);
+  end if;
+  -- The environment is free: a run waiting for it can go.
+  if ops.has_claimable_run() then
+    perform ops.wake_runner('released');
+  end if;
+  return v_run;
+end;
+$$;
+
+ALTER FUNCTION ops.end_run(p_run ops.runs, p_status text, p_error text, p_metadata jsonb, p_actor text) OWNER TO postgres;
+
+--
+-- Name: finish_run(text, text, jsonb, uuid, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.finish_run(p_run_id text, p_status text, p_metadata jsonb DEFAULT '{}'::jsonb, p_lease_token uuid DEFAULT NULL::uuid, p_error text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+  v_missing text;
+begin
+  if p_status is null or p_status not in ('success', 'failed', 'cancelled') then
+    perform observability.reject('p_status', 'p_status must be success, failed or cancelled');
+  end if;
+  if p_metadata is not null and jsonb_typeof(p_metadata) <> 'object' then
+    perform observability.reject('p_metadata', 'p_metadata must be a JSON object');
+  end if;
+  if p_error is not null and length(p_error) > 4000 then
+    perform observability.reject('p_error', 'p_error must be at most 4000 characters');
+  end if;
+  select * into v_run from ops.runs r where r.run_id = p_run_id for update;
+  if not found then
+    perform observability.reject('p_run_id', 'no run has this id');
+  end if;
+  if v_run.status in ('success', 'failed', 'cancelled') then
+    perform observability.refuse_stale(format('the run already ended: %s', v_run.status));
+  end if;
+  if v_run.lease_expires_at > now() or p_lease_token is not null then
+    v_run := ops.leased_run(p_run_id, p_lease_token);
+  end if;
+  if p_status = 'success' then
+    select string_agg(p.phase ->> 'name', ', ') into v_missing
+    from ops.projects pr cross join lateral jsonb_array_elements(pr.phases) p(phase)
+    where pr.project_id = v_run.project_id
+      and not coalesce((v_run.progress -> (p.phase ->> 'name') ->> 'done')::boolean, false);
+    if v_missing is not null then
+      perform ops.refuse_state(format('a run succeeds when every phase is done; not done: %s', v_missing));
+    end if;
+  end if;
+  v_run := ops.end_run(v_run, p_status, left(p_error, 4000), p_metadata, coalesce(v_run.claimed_by, ops.actor(null)));
+  return jsonb_build_object('run_id', v_run.run_id, 'status', v_run.status);
+end;
+$$;
+
+ALTER FUNCTION ops.finish_run(p_run_id text, p_status text, p_metadata jsonb, p_lease_token uuid, p_error text) OWNER TO postgres;
+
+--
 -- Name: get_queue_depth(); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
@@ -1981,7 +2486,6 @@ begin
   select d.queue, d.job_type, d.status, d.depth, d.oldest_at,
          extract(epoch from now() - d.oldest_at)::bigint
   from (
-    -- One branch per status: each matches one of the outbox's partial indexes.
     select 'integration.outbox'::text as queue, null::text as job_type, 'pending'::text as status,
            count(*) as depth, min(o.created_at) as oldest_at
     from integration.outbox o where o.status = 'pending' having count(*) > 0
@@ -1996,6 +2500,12 @@ begin
     from observability.jobs j
     where j.status in ('queued', 'running', 'failed', 'dead')
     group by j.job_type, j.status
+    union all
+    -- job_type holds project/environment for runs.
+    select 'ops.runs', r.project_id || '/' || r.env, r.status, count(*), min(r.queued_at)
+    from ops.runs r
+    where r.status in ('awaiting_approval', 'queued', 'claimed', 'running')
+    group by r.project_id, r.env, r.status
   ) d
   order by d.queue, d.job_type nulls first, d.status;
 end;
@@ -2029,6 +2539,152 @@ $$;
 ALTER FUNCTION ops.get_trace(correlation_id text) OWNER TO postgres;
 
 --
+-- Name: has_claimable_run(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.has_claimable_run() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select exists (
+    select 1 from ops.runs r
+    where r.status in ('queued', 'claimed', 'running')
+      and (r.lease_expires_at is null or r.lease_expires_at <= now())
+      and (r.status <> 'queued' or not exists (
+        select 1 from ops.environment_locks l
+        where l.project_id = r.project_id and l.env = r.env
+          and (l.frozen or (l.run_id is not null and l.run_id <> r.run_id)))))
+$$;
+
+ALTER FUNCTION ops.has_claimable_run() OWNER TO postgres;
+
+--
+-- Name: heartbeat_run(text, uuid, integer); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.heartbeat_run(p_run_id text, p_lease_token uuid, p_lease_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  return ops.renew_lease(ops.leased_run(p_run_id, p_lease_token), p_lease_seconds);
+end;
+$$;
+
+ALTER FUNCTION ops.heartbeat_run(p_run_id text, p_lease_token uuid, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: valid_phases(jsonb); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.valid_phases(p_phases jsonb) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+  select jsonb_typeof(p_phases) = 'array'
+    and jsonb_array_length(p_phases) between 1 and 20
+    and not exists (
+      select 1 from jsonb_array_elements(p_phases) p(phase)
+      where jsonb_typeof(p.phase) <> 'object'
+         or coalesce(p.phase ->> 'name', '') !~ '^[a-z][a-z0-9_]{0,31}$'
+         or coalesce(p.phase ->> 'provider', '') !~ '^[a-z][a-z0-9-]{0,39}$')
+    and (select count(distinct p.phase ->> 'name') from jsonb_array_elements(p_phases) p(phase))
+        = jsonb_array_length(p_phases)
+$_$;
+
+ALTER FUNCTION ops.valid_phases(p_phases jsonb) OWNER TO postgres;
+
+--
+-- Name: projects; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.projects (
+    project_id text NOT NULL,
+    name text NOT NULL,
+    repository text NOT NULL,
+    phases jsonb DEFAULT '[{"name": "build", "provider": "github-actions", "workflow": "build-image.yml"}, {"name": "deploy", "provider": "github-deployments"}, {"name": "smoke", "checks": [], "provider": "http-checks"}, {"name": "artifacts", "provider": "github-artifacts"}]'::jsonb NOT NULL,
+    protected_envs text[] DEFAULT '{production}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT projects_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
+    CONSTRAINT projects_phases_check CHECK (ops.valid_phases(phases)),
+    CONSTRAINT projects_project_id_check CHECK ((project_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text)),
+    CONSTRAINT projects_repository_check CHECK ((repository ~ '^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$'::text))
+);
+
+ALTER TABLE ops.projects OWNER TO postgres;
+
+--
+-- Name: TABLE projects; Type: COMMENT; Schema: ops; Owner: postgres
+--
+
+COMMENT ON TABLE ops.projects IS 'What a run operates on. Maintained by the service role (like integration.routes); holds no secret: provider tokens are the runner''s secrets.';
+
+--
+-- Name: insert_run(ops.projects, text, text, text, text, jsonb, text, text, text, text, text, jsonb); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.insert_run(p_project ops.projects, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text, p_kind text DEFAULT 'deploy'::text, p_rollback_of text DEFAULT NULL::text, p_requeue_of text DEFAULT NULL::text, p_progress jsonb DEFAULT '{}'::jsonb) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+  v_protected boolean := p_env = any (p_project.protected_envs);
+begin
+  if p_metadata is not null and jsonb_typeof(p_metadata) <> 'object' then
+    perform observability.reject('p_metadata', 'p_metadata must be a JSON object');
+  end if;
+  if p_correlation_id is not null and length(p_correlation_id) not between 1 and 128 then
+    perform observability.reject('p_correlation_id', 'p_correlation_id must be 1 to 128 characters');
+  end if;
+  if p_idempotency_key is not null and length(p_idempotency_key) not between 1 and 200 then
+    perform observability.reject('p_idempotency_key', 'p_idempotency_key must be 1 to 200 characters');
+  end if;
+
+  if p_idempotency_key is not null then
+    select * into v_run from ops.runs r
+    where r.project_id = p_project.project_id and r.idempotency_key = p_idempotency_key;
+    if found then
+      if v_run.env = p_env and v_run.git_sha = p_git_sha and v_run.git_ref = p_git_ref
+         and v_run.kind = p_kind and v_run.rollback_of is not distinct from p_rollback_of then
+        return jsonb_build_object('run_id', v_run.run_id, 'status', v_run.status,
+          'correlation_id', v_run.correlation_id, 'approval_required', v_protected, 'duplicate', true);
+      end if;
+      raise exception using errcode = 'PT409', message = 'idempotency_conflict',
+        detail = 'this idempotency key was already used for a different run';
+    end if;
+  end if;
+
+  insert into ops.runs (project_id, env, git_sha, git_ref, kind, rollback_of, requeue_of, status, progress,
+                        requested_by, correlation_id, idempotency_key, metadata)
+  values (p_project.project_id, p_env, p_git_sha, p_git_ref, p_kind, p_rollback_of, p_requeue_of,
+          case when v_protected then 'awaiting_approval' else 'queued' end, p_progress,
+          p_requested_by, coalesce(p_correlation_id, gen_random_uuid()::text), p_idempotency_key,
+          coalesce(p_metadata, '{}'))
+  returning * into v_run;
+
+  perform ops.record_event(v_run, 'info',
+    case when p_kind = 'rollback' then format('Rollback to %s queued by %s', p_rollback_of, p_requested_by)
+         else format('Run queued by %s', p_requested_by) end,
+    null,
+    jsonb_strip_nulls(jsonb_build_object('project_id', v_run.project_id, 'env', v_run.env,
+      'git_sha', v_run.git_sha, 'git_ref', v_run.git_ref, 'kind', v_run.kind,
+      'rollback_of', v_run.rollback_of, 'requeue_of', v_run.requeue_of)),
+    p_requested_by);
+  if v_protected then
+    insert into ops.approvals (run_id, requested_by) values (v_run.run_id, p_requested_by);
+    perform ops.record_event(v_run, 'info',
+      format('Waiting for approval: %s is a protected environment', v_run.env), null, '{}', p_requested_by);
+  end if;
+  return jsonb_build_object('run_id', v_run.run_id, 'status', v_run.status,
+    'correlation_id', v_run.correlation_id, 'approval_required', v_protected, 'duplicate', false);
+end;
+$$;
+
+ALTER FUNCTION ops.insert_run(p_project ops.projects, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text, p_kind text, p_rollback_of text, p_requeue_of text, p_progress jsonb) OWNER TO postgres;
+
+--
 -- Name: is_operator(); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
@@ -2042,6 +2698,287 @@ CREATE FUNCTION ops.is_operator() RETURNS boolean
 $$;
 
 ALTER FUNCTION ops.is_operator() OWNER TO postgres;
+
+--
+-- Name: leased_run(text, uuid); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.leased_run(p_run_id text, p_lease_token uuid) RETURNS ops.runs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+begin
+  if p_lease_token is null then
+    perform observability.reject('p_lease_token', 'p_lease_token is required');
+  end if;
+  select * into v_run from ops.runs r where r.run_id = p_run_id for update;
+  if not found then
+    perform observability.reject('p_run_id', 'no run has this id');
+  end if;
+  if v_run.lease_token is distinct from p_lease_token then
+    perform observability.refuse_stale(format(
+      'the run is not leased with this token (it is %s; the lease expired and was taken over, or the run ended)',
+      v_run.status));
+  end if;
+  return v_run;
+end;
+$$;
+
+ALTER FUNCTION ops.leased_run(p_run_id text, p_lease_token uuid) OWNER TO postgres;
+
+--
+-- Name: lock_environment(text, text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.lock_environment(p_project_id text, p_env text, p_reason text, p_locked_by text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_actor text;
+begin
+  perform ops.require_operator();
+  v_actor := ops.actor(p_locked_by, 'p_locked_by');
+  if not exists (select 1 from ops.projects p where p.project_id = p_project_id) then
+    perform observability.reject('p_project_id', 'no project has this id');
+  end if;
+  if p_env is null or p_env !~ '^[a-z0-9][a-z0-9_-]{0,62}$' then
+    perform observability.reject('p_env', 'p_env must be 1 to 63 characters of a-z, 0-9, _ and -');
+  end if;
+  if p_reason is null or length(p_reason) not between 1 and 500 then
+    perform observability.reject('p_reason', 'p_reason must be 1 to 500 characters: say why it is frozen');
+  end if;
+  insert into ops.environment_locks as l (project_id, env, frozen, frozen_by, frozen_reason, frozen_at)
+  values (p_project_id, p_env, true, v_actor, p_reason, now())
+  on conflict (project_id, env) do update set
+    frozen = true,
+    frozen_by = case when l.frozen then l.frozen_by else excluded.frozen_by end,
+    frozen_at = case when l.frozen then l.frozen_at else excluded.frozen_at end,
+    frozen_reason = excluded.frozen_reason,
+    updated_at = now();
+  return jsonb_build_object('project_id', p_project_id, 'env', p_env, 'frozen', true, 'frozen_by',
+    (select l.frozen_by from ops.environment_locks l where l.project_id = p_project_id and l.env = p_env));
+end;
+$_$;
+
+ALTER FUNCTION ops.lock_environment(p_project_id text, p_env text, p_reason text, p_locked_by text) OWNER TO postgres;
+
+--
+-- Name: project_for_run(text, text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.project_for_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text) RETURNS ops.projects
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_project ops.projects;
+begin
+  select * into v_project from ops.projects p where p.project_id = p_project_id;
+  if not found then
+    perform observability.reject('p_project_id', 'no project has this id');
+  end if;
+  if p_env is null or p_env !~ '^[a-z0-9][a-z0-9_-]{0,62}$' then
+    perform observability.reject('p_env',
+      'p_env must be 1 to 63 characters of a-z, 0-9, _ and -, such as dev, staging or production');
+  end if;
+  if p_git_sha is null or p_git_sha !~ '^[0-9a-f]{7,40}$' then
+    perform observability.reject('p_git_sha', 'p_git_sha must be 7 to 40 lowercase hex digits');
+  end if;
+  if p_git_ref is null or length(p_git_ref) not between 1 and 255 or p_git_ref ~ '[[:cntrl:]]' then
+    perform observability.reject('p_git_ref', 'p_git_ref must be 1 to 255 characters, such as refs/heads/main');
+  end if;
+  return v_project;
+end;
+$_$;
+
+ALTER FUNCTION ops.project_for_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text) OWNER TO postgres;
+
+--
+-- Name: queue_rollback(text, text, text, text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.queue_rollback(p_project_id text, p_env text, p_to_run_id text DEFAULT NULL::text, p_requested_by text DEFAULT NULL::text, p_correlation_id text DEFAULT NULL::text, p_idempotency_key text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_project ops.projects;
+  v_target ops.runs;
+  v_build jsonb;
+begin
+  perform ops.require_operator();
+  -- The sha and ref are checked again below with the target's own.
+  v_project := ops.project_for_run(p_project_id, p_env, '0000000', 'refs/heads/main');
+  if p_to_run_id is not null then
+    select * into v_target from ops.runs r where r.run_id = p_to_run_id;
+    if not found or v_target.project_id <> p_project_id or v_target.env is distinct from p_env then
+      perform observability.reject('p_to_run_id', 'no run of this project and environment has this id');
+    end if;
+    if v_target.status <> 'success' then
+      perform ops.refuse_state(format('only a successful run is rolled back to; %s is %s', v_target.run_id,
+        v_target.status));
+    end if;
+  else
+    select * into v_target from ops.runs r
+    where r.project_id = p_project_id and r.env = p_env and r.status = 'success'
+    order by r.finished_at desc
+    offset 1 limit 1;
+    if not found then
+      perform ops.refuse_state(format('%s/%s has no earlier successful run to roll back to', p_project_id, p_env));
+    end if;
+  end if;
+  v_build := v_target.progress -> 'build' -> 'output';
+  if coalesce(v_build ->> 'image_digest', '') = '' then
+    perform ops.refuse_state(format('run %s recorded no image digest to redeploy', v_target.run_id));
+  end if;
+  perform ops.project_for_run(p_project_id, p_env, v_target.git_sha, v_target.git_ref);
+  return ops.insert_run(v_project, p_env, v_target.git_sha, v_target.git_ref, ops.actor(p_requested_by), '{}',
+    p_correlation_id, p_idempotency_key, 'rollback', v_target.run_id, null,
+    jsonb_build_object('build', jsonb_build_object('done', true, 'skipped', true,
+      'output', v_build || jsonb_build_object('rollback_of', v_target.run_id), 'finished_at', now())));
+end;
+$$;
+
+ALTER FUNCTION ops.queue_rollback(p_project_id text, p_env text, p_to_run_id text, p_requested_by text, p_correlation_id text, p_idempotency_key text) OWNER TO postgres;
+
+--
+-- Name: queue_run(text, text, text, text, text, jsonb, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.queue_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text, p_requested_by text DEFAULT NULL::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_correlation_id text DEFAULT NULL::text, p_idempotency_key text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_project ops.projects;
+begin
+  perform ops.require_operator();
+  v_project := ops.project_for_run(p_project_id, p_env, p_git_sha, p_git_ref);
+  return ops.insert_run(v_project, p_env, p_git_sha, p_git_ref, ops.actor(p_requested_by), p_metadata,
+    p_correlation_id, p_idempotency_key);
+end;
+$$;
+
+ALTER FUNCTION ops.queue_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text) OWNER TO postgres;
+
+--
+-- Name: record_event(ops.runs, text, text, text, jsonb, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.record_event(p_run ops.runs, p_level text, p_message text, p_phase text DEFAULT NULL::text, p_payload jsonb DEFAULT '{}'::jsonb, p_actor text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into ops.run_events (run_id, level, message, phase, payload, actor, correlation_id)
+  values (p_run.run_id, p_level, left(p_message, 2000), p_phase, coalesce(p_payload, '{}'), p_actor,
+          p_run.correlation_id)
+  returning id
+$$;
+
+ALTER FUNCTION ops.record_event(p_run ops.runs, p_level text, p_message text, p_phase text, p_payload jsonb, p_actor text) OWNER TO postgres;
+
+--
+-- Name: refuse_run_event_change(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.refuse_run_event_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  raise exception using errcode = 'PT403', message = 'forbidden',
+    detail = format('ops.run_events is append-only: %s is refused', tg_op);
+end;
+$$;
+
+ALTER FUNCTION ops.refuse_run_event_change() OWNER TO postgres;
+
+--
+-- Name: refuse_state(text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.refuse_state(p_detail text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  raise exception using errcode = 'PT409', message = 'invalid_state', detail = p_detail;
+end;
+$$;
+
+ALTER FUNCTION ops.refuse_state(p_detail text) OWNER TO postgres;
+
+--
+-- Name: reject_run(text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.reject_run(p_run_id text, p_comment text DEFAULT NULL::text, p_rejected_by text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$ select ops.decide(p_run_id, false, p_comment, p_rejected_by) $$;
+
+ALTER FUNCTION ops.reject_run(p_run_id text, p_comment text, p_rejected_by text) OWNER TO postgres;
+
+--
+-- Name: renew_lease(ops.runs, integer); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.renew_lease(p_run ops.runs, p_lease_seconds integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_expires timestamptz;
+begin
+  if p_lease_seconds is not null and p_lease_seconds not between 5 and 3600 then
+    perform observability.reject('p_lease_seconds', 'p_lease_seconds must be 5 to 3600');
+  end if;
+  update ops.runs r set
+    lease_expires_at = now() + make_interval(secs => coalesce(p_lease_seconds,
+      (select s.lease_seconds from ops.settings s))),
+    updated_at = now()
+  where r.run_id = p_run.run_id
+  returning r.lease_expires_at into v_expires;
+  return jsonb_build_object('lease_expires_at', v_expires, 'cancel_requested', p_run.cancel_requested_at is not null);
+end;
+$$;
+
+ALTER FUNCTION ops.renew_lease(p_run ops.runs, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: requeue_run(text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.requeue_run(p_run_id text, p_requested_by text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+  v_project ops.projects;
+  v_progress jsonb := '{}';
+begin
+  perform ops.require_operator();
+  select * into v_run from ops.runs r where r.run_id = p_run_id for update;
+  if not found then
+    perform observability.reject('p_run_id', 'no run has this id');
+  end if;
+  if v_run.status not in ('failed', 'cancelled') then
+    perform ops.refuse_state(format('only a failed or cancelled run is requeued; this one is %s', v_run.status));
+  end if;
+  select * into v_project from ops.projects p where p.project_id = v_run.project_id;
+  if v_run.kind = 'rollback' then
+    v_progress := jsonb_build_object('build', v_run.progress -> 'build');
+  end if;
+  return ops.insert_run(v_project, v_run.env, v_run.git_sha, v_run.git_ref, ops.actor(p_requested_by),
+    v_run.metadata, v_run.correlation_id, null, v_run.kind, v_run.rollback_of, v_run.run_id, v_progress);
+end;
+$$;
+
+ALTER FUNCTION ops.requeue_run(p_run_id text, p_requested_by text) OWNER TO postgres;
 
 --
 -- Name: require_operator(); Type: FUNCTION; Schema: ops; Owner: postgres
@@ -2061,6 +2998,188 @@ end;
 $$;
 
 ALTER FUNCTION ops.require_operator() OWNER TO postgres;
+
+--
+-- Name: save_progress(text, uuid, text, jsonb, integer); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.save_progress(p_run_id text, p_lease_token uuid, p_phase text, p_state jsonb, p_lease_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_run ops.runs;
+begin
+  v_run := ops.leased_run(p_run_id, p_lease_token);
+  if p_phase is null or p_phase !~ '^[a-z][a-z0-9_]{0,31}$' then
+    perform observability.reject('p_phase', 'p_phase must be a phase name such as build');
+  end if;
+  if not (v_run.progress ? p_phase) or coalesce((v_run.progress -> p_phase ->> 'done')::boolean, false) then
+    perform ops.refuse_state(format('phase %s is not in progress', p_phase));
+  end if;
+  if p_state is null or jsonb_typeof(p_state) <> 'object' then
+    perform observability.reject('p_state', 'p_state must be a JSON object');
+  end if;
+  update ops.runs r set
+    progress = jsonb_set(r.progress, array[p_phase, 'state'], p_state),
+    updated_at = now()
+  where r.run_id = p_run_id
+  returning * into v_run;
+  return ops.renew_lease(v_run, p_lease_seconds);
+end;
+$_$;
+
+ALTER FUNCTION ops.save_progress(p_run_id text, p_lease_token uuid, p_phase text, p_state jsonb, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: start_phase(text, uuid, text, integer); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.start_phase(p_run_id text, p_lease_token uuid, p_phase text, p_lease_seconds integer DEFAULT NULL::integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_run ops.runs;
+begin
+  v_run := ops.leased_run(p_run_id, p_lease_token);
+  if p_phase is null or p_phase !~ '^[a-z][a-z0-9_]{0,31}$' then
+    perform observability.reject('p_phase', 'p_phase must be a phase name such as build');
+  end if;
+  if not (v_run.progress ? p_phase) then
+    update ops.runs r set
+      status = 'running',
+      phase = p_phase,
+      started_at = coalesce(r.started_at, clock_timestamp()),
+      progress = r.progress || jsonb_build_object(p_phase,
+        jsonb_build_object('started_at', clock_timestamp(), 'state', '{}'::jsonb)),
+      updated_at = now()
+    where r.run_id = p_run_id
+    returning * into v_run;
+    perform ops.record_event(v_run, 'info', format('Starting %s', p_phase), p_phase, '{}', v_run.claimed_by);
+  end if;
+  return ops.renew_lease(v_run, p_lease_seconds);
+end;
+$_$;
+
+ALTER FUNCTION ops.start_phase(p_run_id text, p_lease_token uuid, p_phase text, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: trigger_runner(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.trigger_runner() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status = 'queued' and (tg_op = 'INSERT' or old.status is distinct from 'queued') then
+    perform ops.wake_runner('queued');
+  end if;
+  return null;
+end;
+$$;
+
+ALTER FUNCTION ops.trigger_runner() OWNER TO postgres;
+
+--
+-- Name: unlock_environment(text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.unlock_environment(p_project_id text, p_env text, p_unlocked_by text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_actor text;
+begin
+  perform ops.require_operator();
+  v_actor := ops.actor(p_unlocked_by, 'p_unlocked_by');
+  update ops.environment_locks l set
+    frozen = false, unfrozen_by = v_actor, unfrozen_at = now(), updated_at = now()
+  where l.project_id = p_project_id and l.env = p_env and l.frozen;
+  if not found then
+    perform ops.refuse_state(format('%s/%s is not frozen', p_project_id, p_env));
+  end if;
+  perform ops.wake_runner('unfrozen');
+  return jsonb_build_object('project_id', p_project_id, 'env', p_env, 'frozen', false, 'unfrozen_by', v_actor);
+end;
+$$;
+
+ALTER FUNCTION ops.unlock_environment(p_project_id text, p_env text, p_unlocked_by text) OWNER TO postgres;
+
+--
+-- Name: wake_runner(text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.wake_runner(p_reason text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_settings ops.settings;
+begin
+  if not edge.is_configured('ops-runner') then
+    return null;
+  end if;
+  select * into v_settings from ops.settings;
+  if exists (select 1 from ops.runner_signal where wake_pending_until > clock_timestamp())
+     or ops.busy_runners() >= v_settings.max_runners then
+    update ops.runner_signal set wakes_coalesced = wakes_coalesced + 1;
+    return null;
+  end if;
+  update ops.runner_signal set
+    wake_pending_until = clock_timestamp() + make_interval(secs => v_settings.wake_window_seconds),
+    wakes_sent = wakes_sent + 1,
+    last_wake_at = clock_timestamp(),
+    last_wake_reason = p_reason
+  where wake_pending_until is null or wake_pending_until <= clock_timestamp();
+  if not found then
+    return null;
+  end if;
+  return edge.invoke('ops-runner', jsonb_build_object('reason', p_reason));
+end;
+$$;
+
+ALTER FUNCTION ops.wake_runner(p_reason text) OWNER TO postgres;
+
+--
+-- Name: wake_runner_if_due(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.wake_runner_if_due() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if not ops.has_claimable_run() then
+    return null;
+  end if;
+  return ops.wake_runner('cron');
+end;
+$$;
+
+ALTER FUNCTION ops.wake_runner_if_due() OWNER TO postgres;
+
+--
+-- Name: yield_run(text, uuid); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+begin
+  v_run := ops.leased_run(p_run_id, p_lease_token);
+  update ops.runs r set lease_token = null, lease_expires_at = null, updated_at = now()
+  where r.run_id = p_run_id;
+  return jsonb_build_object('run_id', p_run_id, 'woken', ops.wake_runner('handoff') is not null);
+end;
+$$;
+
+ALTER FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) OWNER TO postgres;
 
 --
 -- Name: functions; Type: TABLE; Schema: edge; Owner: postgres
@@ -2515,6 +3634,82 @@ CREATE TABLE observability.settings (
 ALTER TABLE observability.settings OWNER TO postgres;
 
 --
+-- Name: approvals; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.approvals (
+    run_id text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    requested_by text NOT NULL,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    decided_by text,
+    decided_at timestamp with time zone,
+    comment text,
+    CONSTRAINT approvals_check CHECK (((status = 'pending'::text) = (decided_at IS NULL))),
+    CONSTRAINT approvals_comment_check CHECK ((length(comment) <= 2000)),
+    CONSTRAINT approvals_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'approved'::text, 'rejected'::text, 'withdrawn'::text])))
+);
+
+ALTER TABLE ops.approvals OWNER TO postgres;
+
+--
+-- Name: artifacts; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.artifacts (
+    id bigint NOT NULL,
+    run_id text NOT NULL,
+    phase text NOT NULL,
+    kind text NOT NULL,
+    name text NOT NULL,
+    url text,
+    digest text,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT artifacts_digest_check CHECK ((length(digest) <= 200)),
+    CONSTRAINT artifacts_kind_check CHECK ((kind ~ '^[a-z][a-z0-9_]{0,31}$'::text)),
+    CONSTRAINT artifacts_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT artifacts_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
+    CONSTRAINT artifacts_url_check CHECK ((length(url) <= 2000))
+);
+
+ALTER TABLE ops.artifacts OWNER TO postgres;
+
+--
+-- Name: artifacts_id_seq; Type: SEQUENCE; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.artifacts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ops.artifacts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: environment_locks; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.environment_locks (
+    project_id text NOT NULL,
+    env text NOT NULL,
+    run_id text,
+    acquired_at timestamp with time zone,
+    frozen boolean DEFAULT false NOT NULL,
+    frozen_by text,
+    frozen_reason text,
+    frozen_at timestamp with time zone,
+    unfrozen_by text,
+    unfrozen_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT environment_locks_frozen_reason_check CHECK ((length(frozen_reason) <= 500))
+);
+
+ALTER TABLE ops.environment_locks OWNER TO postgres;
+
+--
 -- Name: events; Type: VIEW; Schema: ops; Owner: postgres
 --
 
@@ -2539,6 +3734,82 @@ UNION ALL
    FROM integration.outbox o;
 
 ALTER TABLE ops.events OWNER TO postgres;
+
+--
+-- Name: run_events; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.run_events (
+    id bigint NOT NULL,
+    run_id text NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    level text NOT NULL,
+    message text NOT NULL,
+    phase text,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    actor text,
+    correlation_id text NOT NULL,
+    CONSTRAINT run_events_level_check CHECK ((level = ANY (ARRAY['debug'::text, 'info'::text, 'warn'::text, 'error'::text]))),
+    CONSTRAINT run_events_message_check CHECK (((length(message) >= 1) AND (length(message) <= 2000))),
+    CONSTRAINT run_events_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text))
+);
+
+ALTER TABLE ops.run_events OWNER TO postgres;
+
+--
+-- Name: TABLE run_events; Type: COMMENT; Schema: ops; Owner: postgres
+--
+
+COMMENT ON TABLE ops.run_events IS 'Append-only lineage and audit trail of every run: phase starts and finishes, errors, approvals, cancels, agents'' tool calls.';
+
+--
+-- Name: run_events_id_seq; Type: SEQUENCE; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.run_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ops.run_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: runner_signal; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.runner_signal (
+    singleton boolean DEFAULT true NOT NULL,
+    wake_pending_until timestamp with time zone,
+    wakes_sent bigint DEFAULT 0 NOT NULL,
+    wakes_coalesced bigint DEFAULT 0 NOT NULL,
+    last_wake_at timestamp with time zone,
+    last_wake_reason text,
+    CONSTRAINT runner_signal_singleton_check CHECK (singleton)
+);
+
+ALTER TABLE ops.runner_signal OWNER TO postgres;
+
+--
+-- Name: settings; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.settings (
+    singleton boolean DEFAULT true NOT NULL,
+    lease_seconds integer DEFAULT 60 NOT NULL,
+    max_runners integer DEFAULT 4 NOT NULL,
+    wake_window_seconds integer DEFAULT 15 NOT NULL,
+    max_lease_expiries integer DEFAULT 3 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT settings_lease_seconds_check CHECK (((lease_seconds >= 5) AND (lease_seconds <= 3600))),
+    CONSTRAINT settings_max_lease_expiries_check CHECK (((max_lease_expiries >= 1) AND (max_lease_expiries <= 100))),
+    CONSTRAINT settings_max_runners_check CHECK (((max_runners >= 1) AND (max_runners <= 64))),
+    CONSTRAINT settings_singleton_check CHECK (singleton),
+    CONSTRAINT settings_wake_window_seconds_check CHECK (((wake_window_seconds >= 1) AND (wake_window_seconds <= 300)))
+);
+
+ALTER TABLE ops.settings OWNER TO postgres;
 
 --
 -- Name: trace_rows; Type: VIEW; Schema: ops; Owner: postgres
@@ -2640,7 +3911,27 @@ UNION ALL
     8 AS source_rank,
     h.id AS seq
    FROM (observability.service_health h
-     JOIN observability.services s ON ((s.id = h.service_id)));
+     JOIN observability.services s ON ((s.id = h.service_id)))
+UNION ALL
+ SELECT r.queued_at AS at,
+    'ops.runs'::text AS source,
+    ('run.'::text || r.kind) AS kind,
+    r.run_id AS subject_id,
+    jsonb_strip_nulls(jsonb_build_object('project_id', r.project_id, 'env', r.env, 'git_sha', r.git_sha, 'git_ref', r.git_ref, 'status', r.status, 'requested_by', r.requested_by, 'rollback_of', r.rollback_of, 'requeue_of', r.requeue_of)) AS detail,
+    r.correlation_id,
+    9 AS source_rank,
+    (0)::bigint AS seq
+   FROM ops.runs r
+UNION ALL
+ SELECT e.created_at AS at,
+    'ops.run_events'::text AS source,
+    ('run.event.'::text || e.level) AS kind,
+    e.run_id AS subject_id,
+    jsonb_strip_nulls(jsonb_build_object('message', e.message, 'phase', e.phase, 'actor', e.actor, 'payload', NULLIF(e.payload, '{}'::jsonb))) AS detail,
+    e.correlation_id,
+    10 AS source_rank,
+    e.id AS seq
+   FROM ops.run_events e;
 
 ALTER TABLE ops.trace_rows OWNER TO postgres;
 
@@ -2792,6 +4083,76 @@ ALTER TABLE ONLY observability.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (singleton);
 
 --
+-- Name: approvals approvals_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.approvals
+    ADD CONSTRAINT approvals_pkey PRIMARY KEY (run_id);
+
+--
+-- Name: artifacts artifacts_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.artifacts
+    ADD CONSTRAINT artifacts_pkey PRIMARY KEY (id);
+
+--
+-- Name: artifacts artifacts_run_id_kind_name_key; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.artifacts
+    ADD CONSTRAINT artifacts_run_id_kind_name_key UNIQUE (run_id, kind, name);
+
+--
+-- Name: environment_locks environment_locks_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.environment_locks
+    ADD CONSTRAINT environment_locks_pkey PRIMARY KEY (project_id, env);
+
+--
+-- Name: projects projects_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.projects
+    ADD CONSTRAINT projects_pkey PRIMARY KEY (project_id);
+
+--
+-- Name: run_events run_events_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.run_events
+    ADD CONSTRAINT run_events_pkey PRIMARY KEY (id);
+
+--
+-- Name: runner_signal runner_signal_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.runner_signal
+    ADD CONSTRAINT runner_signal_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: runs runs_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.runs
+    ADD CONSTRAINT runs_pkey PRIMARY KEY (run_id);
+
+--
+-- Name: runs runs_project_id_idempotency_key_key; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.runs
+    ADD CONSTRAINT runs_project_id_idempotency_key_key UNIQUE (project_id, idempotency_key);
+
+--
+-- Name: settings settings_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.settings
+    ADD CONSTRAINT settings_pkey PRIMARY KEY (singleton);
+
+--
 -- Name: event_log_correlation_id_idx; Type: INDEX; Schema: integration; Owner: postgres
 --
 
@@ -2930,6 +4291,42 @@ CREATE INDEX service_health_correlation_id_idx ON observability.service_health U
 CREATE INDEX service_health_service_idx ON observability.service_health USING btree (service_id, checked_at);
 
 --
+-- Name: run_events_correlation_id_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX run_events_correlation_id_idx ON ops.run_events USING btree (correlation_id);
+
+--
+-- Name: run_events_run_id_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX run_events_run_id_idx ON ops.run_events USING btree (run_id, id);
+
+--
+-- Name: runs_claimable_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX runs_claimable_idx ON ops.runs USING btree (queued_at) WHERE (status = ANY (ARRAY['queued'::text, 'claimed'::text, 'running'::text]));
+
+--
+-- Name: runs_correlation_id_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX runs_correlation_id_idx ON ops.runs USING btree (correlation_id);
+
+--
+-- Name: runs_leased_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX runs_leased_idx ON ops.runs USING btree (lease_expires_at) WHERE (lease_token IS NOT NULL);
+
+--
+-- Name: runs_project_env_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX runs_project_env_idx ON ops.runs USING btree (project_id, env, queued_at DESC);
+
+--
 -- Name: event_log event_log_append_only; Type: TRIGGER; Schema: integration; Owner: postgres
 --
 
@@ -2972,6 +4369,24 @@ CREATE TRIGGER jobs_event_on_insert AFTER INSERT ON observability.jobs FOR EACH 
 CREATE TRIGGER jobs_event_on_transition AFTER UPDATE OF status, attempts ON observability.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) OR (old.attempts IS DISTINCT FROM new.attempts))) EXECUTE FUNCTION observability.record_job_event();
 
 --
+-- Name: run_events run_events_append_only; Type: TRIGGER; Schema: ops; Owner: postgres
+--
+
+CREATE TRIGGER run_events_append_only BEFORE DELETE OR UPDATE ON ops.run_events FOR EACH ROW EXECUTE FUNCTION ops.refuse_run_event_change();
+
+--
+-- Name: run_events run_events_no_truncate; Type: TRIGGER; Schema: ops; Owner: postgres
+--
+
+CREATE TRIGGER run_events_no_truncate BEFORE TRUNCATE ON ops.run_events FOR EACH STATEMENT EXECUTE FUNCTION ops.refuse_run_event_change();
+
+--
+-- Name: runs runs_trigger_runner; Type: TRIGGER; Schema: ops; Owner: postgres
+--
+
+CREATE TRIGGER runs_trigger_runner AFTER INSERT OR UPDATE OF status ON ops.runs FOR EACH ROW EXECUTE FUNCTION ops.trigger_runner();
+
+--
 -- Name: job_runs job_runs_job_id_fkey; Type: FK CONSTRAINT; Schema: observability; Owner: postgres
 --
 
@@ -2991,6 +4406,62 @@ ALTER TABLE ONLY observability.service_health
 
 ALTER TABLE ONLY observability.service_metrics
     ADD CONSTRAINT service_metrics_service_id_fkey FOREIGN KEY (service_id) REFERENCES observability.services(id) ON DELETE CASCADE;
+
+--
+-- Name: approvals approvals_run_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.approvals
+    ADD CONSTRAINT approvals_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.runs(run_id);
+
+--
+-- Name: artifacts artifacts_run_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.artifacts
+    ADD CONSTRAINT artifacts_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.runs(run_id);
+
+--
+-- Name: environment_locks environment_locks_project_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.environment_locks
+    ADD CONSTRAINT environment_locks_project_id_fkey FOREIGN KEY (project_id) REFERENCES ops.projects(project_id);
+
+--
+-- Name: environment_locks environment_locks_run_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.environment_locks
+    ADD CONSTRAINT environment_locks_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.runs(run_id);
+
+--
+-- Name: run_events run_events_run_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.run_events
+    ADD CONSTRAINT run_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.runs(run_id);
+
+--
+-- Name: runs runs_project_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.runs
+    ADD CONSTRAINT runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES ops.projects(project_id);
+
+--
+-- Name: runs runs_requeue_of_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.runs
+    ADD CONSTRAINT runs_requeue_of_fkey FOREIGN KEY (requeue_of) REFERENCES ops.runs(run_id);
+
+--
+-- Name: runs runs_rollback_of_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.runs
+    ADD CONSTRAINT runs_rollback_of_fkey FOREIGN KEY (rollback_of) REFERENCES ops.runs(run_id);
 
 --
 -- Name: functions; Type: ROW SECURITY; Schema: edge; Owner: postgres
@@ -3159,6 +4630,102 @@ ALTER TABLE observability.settings ENABLE ROW LEVEL SECURITY;
 --
 
 CREATE POLICY settings_operator_read ON observability.settings FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: approvals; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.approvals ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: approvals approvals_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY approvals_operator_read ON ops.approvals FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: artifacts; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.artifacts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: artifacts artifacts_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY artifacts_operator_read ON ops.artifacts FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: environment_locks; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.environment_locks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: environment_locks environment_locks_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY environment_locks_operator_read ON ops.environment_locks FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: projects; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.projects ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: projects projects_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY projects_operator_read ON ops.projects FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: run_events; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.run_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: run_events run_events_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY run_events_operator_read ON ops.run_events FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: runner_signal; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.runner_signal ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: runner_signal runner_signal_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY runner_signal_operator_read ON ops.runner_signal FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: runs; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.runs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: runs runs_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY runs_operator_read ON ops.runs FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: settings; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.settings ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: settings settings_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY settings_operator_read ON ops.settings FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
 
 --
 -- Name: SCHEMA integration; Type: ACL; Schema: -; Owner: postgres
@@ -3595,6 +5162,81 @@ REVOKE ALL ON FUNCTION observability.start_job(job_id uuid, worker text, lease_s
 GRANT ALL ON FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer) TO service_role;
 
 --
+-- Name: FUNCTION actor(p_given text, p_field text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.actor(p_given text, p_field text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION append_run_event(p_run_id text, p_level text, p_message text, p_payload jsonb, p_phase text, p_actor text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.append_run_event(p_run_id text, p_level text, p_message text, p_payload jsonb, p_phase text, p_actor text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.append_run_event(p_run_id text, p_level text, p_message text, p_payload jsonb, p_phase text, p_actor text) TO service_role;
+
+--
+-- Name: FUNCTION approve_run(p_run_id text, p_comment text, p_approved_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.approve_run(p_run_id text, p_comment text, p_approved_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.approve_run(p_run_id text, p_comment text, p_approved_by text) TO authenticated;
+GRANT ALL ON FUNCTION ops.approve_run(p_run_id text, p_comment text, p_approved_by text) TO service_role;
+
+--
+-- Name: FUNCTION busy_runners(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.busy_runners() FROM PUBLIC;
+
+--
+-- Name: FUNCTION cancel_run(p_run_id text, p_reason text, p_requested_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_by text) TO authenticated;
+GRANT ALL ON FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_by text) TO service_role;
+
+--
+-- Name: FUNCTION claim_next_run(p_worker_id text, p_lease_seconds integer); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.claim_next_run(p_worker_id text, p_lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.claim_next_run(p_worker_id text, p_lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb, p_artifacts jsonb, p_lease_seconds integer); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb, p_artifacts jsonb, p_lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb, p_artifacts jsonb, p_lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION decide(p_run_id text, p_approve boolean, p_comment text, p_decided_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.decide(p_run_id text, p_approve boolean, p_comment text, p_decided_by text) FROM PUBLIC;
+
+--
+-- Name: TABLE runs; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.runs TO authenticated;
+GRANT SELECT ON TABLE ops.runs TO service_role;
+
+--
+-- Name: FUNCTION end_run(p_run ops.runs, p_status text, p_error text, p_metadata jsonb, p_actor text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.end_run(p_run ops.runs, p_status text, p_error text, p_metadata jsonb, p_actor text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION finish_run(p_run_id text, p_status text, p_metadata jsonb, p_lease_token uuid, p_error text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.finish_run(p_run_id text, p_status text, p_metadata jsonb, p_lease_token uuid, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.finish_run(p_run_id text, p_status text, p_metadata jsonb, p_lease_token uuid, p_error text) TO service_role;
+
+--
 -- Name: FUNCTION get_queue_depth(); Type: ACL; Schema: ops; Owner: postgres
 --
 
@@ -3611,6 +5253,38 @@ GRANT ALL ON FUNCTION ops.get_trace(correlation_id text) TO authenticated;
 GRANT ALL ON FUNCTION ops.get_trace(correlation_id text) TO service_role;
 
 --
+-- Name: FUNCTION has_claimable_run(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.has_claimable_run() FROM PUBLIC;
+
+--
+-- Name: FUNCTION heartbeat_run(p_run_id text, p_lease_token uuid, p_lease_seconds integer); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.heartbeat_run(p_run_id text, p_lease_token uuid, p_lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.heartbeat_run(p_run_id text, p_lease_token uuid, p_lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION valid_phases(p_phases jsonb); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.valid_phases(p_phases jsonb) FROM PUBLIC;
+
+--
+-- Name: TABLE projects; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.projects TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE ops.projects TO service_role;
+
+--
+-- Name: FUNCTION insert_run(p_project ops.projects, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text, p_kind text, p_rollback_of text, p_requeue_of text, p_progress jsonb); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.insert_run(p_project ops.projects, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text, p_kind text, p_rollback_of text, p_requeue_of text, p_progress jsonb) FROM PUBLIC;
+
+--
 -- Name: FUNCTION is_operator(); Type: ACL; Schema: ops; Owner: postgres
 --
 
@@ -3619,10 +5293,133 @@ GRANT ALL ON FUNCTION ops.is_operator() TO authenticated;
 GRANT ALL ON FUNCTION ops.is_operator() TO service_role;
 
 --
+-- Name: FUNCTION leased_run(p_run_id text, p_lease_token uuid); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.leased_run(p_run_id text, p_lease_token uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION lock_environment(p_project_id text, p_env text, p_reason text, p_locked_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.lock_environment(p_project_id text, p_env text, p_reason text, p_locked_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.lock_environment(p_project_id text, p_env text, p_reason text, p_locked_by text) TO authenticated;
+GRANT ALL ON FUNCTION ops.lock_environment(p_project_id text, p_env text, p_reason text, p_locked_by text) TO service_role;
+
+--
+-- Name: FUNCTION project_for_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.project_for_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION queue_rollback(p_project_id text, p_env text, p_to_run_id text, p_requested_by text, p_correlation_id text, p_idempotency_key text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.queue_rollback(p_project_id text, p_env text, p_to_run_id text, p_requested_by text, p_correlation_id text, p_idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.queue_rollback(p_project_id text, p_env text, p_to_run_id text, p_requested_by text, p_correlation_id text, p_idempotency_key text) TO authenticated;
+GRANT ALL ON FUNCTION ops.queue_rollback(p_project_id text, p_env text, p_to_run_id text, p_requested_by text, p_correlation_id text, p_idempotency_key text) TO service_role;
+
+--
+-- Name: FUNCTION queue_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.queue_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.queue_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text) TO authenticated;
+GRANT ALL ON FUNCTION ops.queue_run(p_project_id text, p_env text, p_git_sha text, p_git_ref text, p_requested_by text, p_metadata jsonb, p_correlation_id text, p_idempotency_key text) TO service_role;
+
+--
+-- Name: FUNCTION record_event(p_run ops.runs, p_level text, p_message text, p_phase text, p_payload jsonb, p_actor text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.record_event(p_run ops.runs, p_level text, p_message text, p_phase text, p_payload jsonb, p_actor text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION refuse_run_event_change(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.refuse_run_event_change() FROM PUBLIC;
+
+--
+-- Name: FUNCTION refuse_state(p_detail text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.refuse_state(p_detail text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION reject_run(p_run_id text, p_comment text, p_rejected_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.reject_run(p_run_id text, p_comment text, p_rejected_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.reject_run(p_run_id text, p_comment text, p_rejected_by text) TO authenticated;
+GRANT ALL ON FUNCTION ops.reject_run(p_run_id text, p_comment text, p_rejected_by text) TO service_role;
+
+--
+-- Name: FUNCTION renew_lease(p_run ops.runs, p_lease_seconds integer); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.renew_lease(p_run ops.runs, p_lease_seconds integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION requeue_run(p_run_id text, p_requested_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.requeue_run(p_run_id text, p_requested_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.requeue_run(p_run_id text, p_requested_by text) TO authenticated;
+GRANT ALL ON FUNCTION ops.requeue_run(p_run_id text, p_requested_by text) TO service_role;
+
+--
 -- Name: FUNCTION require_operator(); Type: ACL; Schema: ops; Owner: postgres
 --
 
 REVOKE ALL ON FUNCTION ops.require_operator() FROM PUBLIC;
+
+--
+-- Name: FUNCTION save_progress(p_run_id text, p_lease_token uuid, p_phase text, p_state jsonb, p_lease_seconds integer); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.save_progress(p_run_id text, p_lease_token uuid, p_phase text, p_state jsonb, p_lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.save_progress(p_run_id text, p_lease_token uuid, p_phase text, p_state jsonb, p_lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION start_phase(p_run_id text, p_lease_token uuid, p_phase text, p_lease_seconds integer); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.start_phase(p_run_id text, p_lease_token uuid, p_phase text, p_lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.start_phase(p_run_id text, p_lease_token uuid, p_phase text, p_lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION trigger_runner(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.trigger_runner() FROM PUBLIC;
+
+--
+-- Name: FUNCTION unlock_environment(p_project_id text, p_env text, p_unlocked_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.unlock_environment(p_project_id text, p_env text, p_unlocked_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.unlock_environment(p_project_id text, p_env text, p_unlocked_by text) TO authenticated;
+GRANT ALL ON FUNCTION ops.unlock_environment(p_project_id text, p_env text, p_unlocked_by text) TO service_role;
+
+--
+-- Name: FUNCTION wake_runner(p_reason text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.wake_runner(p_reason text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION wake_runner_if_due(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.wake_runner_if_due() FROM PUBLIC;
+
+--
+-- Name: FUNCTION yield_run(p_run_id text, p_lease_token uuid); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) TO service_role;
 
 --
 -- Name: TABLE alert_policy; Type: ACL; Schema: integration; Owner: postgres
@@ -3714,11 +5511,53 @@ GRANT SELECT ON TABLE observability.settings TO authenticated;
 GRANT SELECT,UPDATE ON TABLE observability.settings TO service_role;
 
 --
+-- Name: TABLE approvals; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.approvals TO authenticated;
+GRANT SELECT ON TABLE ops.approvals TO service_role;
+
+--
+-- Name: TABLE artifacts; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.artifacts TO authenticated;
+GRANT SELECT ON TABLE ops.artifacts TO service_role;
+
+--
+-- Name: TABLE environment_locks; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.environment_locks TO authenticated;
+GRANT SELECT ON TABLE ops.environment_locks TO service_role;
+
+--
 -- Name: TABLE events; Type: ACL; Schema: ops; Owner: postgres
 --
 
 GRANT SELECT ON TABLE ops.events TO authenticated;
 GRANT SELECT ON TABLE ops.events TO service_role;
+
+--
+-- Name: TABLE run_events; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.run_events TO authenticated;
+GRANT SELECT ON TABLE ops.run_events TO service_role;
+
+--
+-- Name: TABLE runner_signal; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.runner_signal TO authenticated;
+GRANT SELECT ON TABLE ops.runner_signal TO service_role;
+
+--
+-- Name: TABLE settings; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.settings TO authenticated;
+GRANT SELECT,UPDATE ON TABLE ops.settings TO service_role;
 
 --
 -- Name: TABLE trace_rows; Type: ACL; Schema: ops; Owner: postgres

@@ -19,6 +19,7 @@ POSTGREST_PORT=54330
 POSTGREST_ADMIN_PORT=54331
 N8N_PORT=54350
 MATTERMOST_PORT=54360                    # the Mattermost stand-in (scripts/local/mattermost-standin.mjs)
+GITHUB_PORT=54380                        # the GitHub stand-in (scripts/local/provider-standin.mjs)
 
 WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="0.2.130"           # = the wasm-bindgen pin in Cargo.toml
@@ -156,6 +157,9 @@ ensure_secrets() {
     # invoke that function and nothing else, unlike the service role key.
     add_secret OUTBOX_ROUTER_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
     add_secret HEALTH_CHECK_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
+    add_secret OPS_RUNNER_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
+    # The runner's token for GitHub's API; locally the GitHub stand-in's.
+    add_secret OPS_RUNNER_GITHUB_TOKEN "ghs_local$(openssl rand -hex 18)"
   )
   [ $had_file -eq 1 ] || step "Generated local secrets in $SECRETS"
 }
@@ -193,8 +197,11 @@ N8N_URL=http://127.0.0.1:$N8N_PORT
 N8N_HANDLER_SIGNING_SECRET=$N8N_HANDLER_SIGNING_SECRET
 OUTBOX_ROUTER_INVOCATION_TOKEN=$OUTBOX_ROUTER_INVOCATION_TOKEN
 HEALTH_CHECK_INVOCATION_TOKEN=$HEALTH_CHECK_INVOCATION_TOKEN
+OPS_RUNNER_INVOCATION_TOKEN=$OPS_RUNNER_INVOCATION_TOKEN
+OPS_RUNNER_GITHUB_TOKEN=$OPS_RUNNER_GITHUB_TOKEN
 MATTERMOST_URL=http://127.0.0.1:$MATTERMOST_PORT
 MATTERMOST_STANDIN_PORT=$MATTERMOST_PORT
+GITHUB_STANDIN_URL=http://127.0.0.1:$GITHUB_PORT
 EOF
 }
 
@@ -285,6 +292,9 @@ apply_local_config() {
     -v health_check_url="http://127.0.0.1:$API_PORT/functions/v1/health-check" \
     -v health_check_token="$HEALTH_CHECK_INVOCATION_TOKEN" \
     -v mattermost_url="http://127.0.0.1:$MATTERMOST_PORT" \
+    -v ops_runner_url="http://127.0.0.1:$API_PORT/functions/v1/ops-runner" \
+    -v ops_runner_token="$OPS_RUNNER_INVOCATION_TOKEN" \
+    -v github_url="http://127.0.0.1:$GITHUB_PORT" \
     -v n8n_url="http://127.0.0.1:$N8N_PORT" \
     -v handler_secret="$N8N_HANDLER_SIGNING_SECRET" \
     -f "$ROOT/scripts/local/seed.sql" >/dev/null
@@ -352,6 +362,24 @@ start_mattermost() {
   echo $! > "$(pid_file mattermost)"
   wait_http "http://127.0.0.1:$MATTERMOST_PORT/messages?limit=0" 10 && running mattermost \
     || die "the Mattermost stand-in did not start (port $MATTERMOST_PORT taken?); see $STATE/mattermost.log"
+}
+
+# ---------------------------------------------------------------- GitHub stand-in
+
+# GitHub's Actions, packages and deployments API and the deployed apps, for
+# ops-runner's test-project (scripts/local/seed.sql).
+start_github() {
+  running github && { note "GitHub stand-in already running"; return 0; }
+  load_secrets
+  step "Starting the GitHub stand-in on 127.0.0.1:$GITHUB_PORT"
+  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$GITHUB_PORT/"; then
+    die "port $GITHUB_PORT is taken by another process"
+  fi
+  setsid node "$ROOT/scripts/local/provider-standin.mjs" "$GITHUB_PORT" "$STATE" "$OPS_RUNNER_GITHUB_TOKEN" \
+    >>"$STATE/github.log" 2>&1 </dev/null &
+  echo $! > "$(pid_file github)"
+  wait_http "http://127.0.0.1:$GITHUB_PORT/_state" 10 && running github \
+    || die "the GitHub stand-in did not start; see $STATE/github.log"
 }
 
 # ---------------------------------------------------------------- n8n
@@ -556,11 +584,16 @@ status_table() {
   elif n8n_enabled; then n8n="down"; else n8n="disabled"; fi
   printf '%-14s %-10s %s\n' pg_net "$sender" "stand-in sender for net.http_post (log: .local/pg-net-sender.log)"
   printf '%-14s %-10s %s\n' mattermost "$mattermost" "http://127.0.0.1:$MATTERMOST_PORT (stand-in; scripts/dev messages)"
+  local github
+  if running github && curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$GITHUB_PORT/_state"; then github="up"
+  elif running github; then github="not ready"; else github="down"; fi
+  printf '%-14s %-10s %s\n' github "$github" "http://127.0.0.1:$GITHUB_PORT (stand-in for ops-runner's GitHub API and apps)"
   printf '%-14s %-10s %s\n' n8n "$n8n" "http://127.0.0.1:$N8N_PORT (handler and control-plane workflows; SWITCHYARD_N8N=off skips it)"
   local name
   for name in $(function_names); do
     printf '%-14s %-10s %s\n' "$name" "$wd" "http://127.0.0.1:$API_PORT/functions/v1/$name"
   done
   [ "$pg" = up ] && [ "$pgrst" = up ] && [ "$wd" = up ] && [ "$sender" = up ] && [ "$mattermost" = up ] \
+    && [ "$github" = up ] \
     && { [ "$n8n" = up ] || [ "$n8n" = disabled ]; }
 }

@@ -3,7 +3,7 @@
 -- point the database at the router (with the router's invocation token, never
 -- the service role key), and add routes.
 -- psql variables: router_url, router_token, n8n_url, handler_secret, health_check_url,
--- health_check_token, mattermost_url.
+-- health_check_token, mattermost_url, ops_runner_url, ops_runner_token, github_url.
 
 select integration.configure_router(:'router_url', :'router_token');
 
@@ -32,3 +32,29 @@ on conflict (event_pattern) do update set
   target_url = excluded.target_url,
   signing_secret = excluded.signing_secret,
   format = excluded.format;
+
+-- The ops runner, woken by the database when a run is queued and by pg_cron
+-- every minute (with its own invocation token).
+select edge.configure_function('ops-runner', :'ops_runner_url', :'ops_runner_token');
+
+-- The seed's `test-project` (ops-runner.md, "Integration Testing"), whose
+-- providers are the GitHub stand-in: a build dispatched to Actions, a GitHub
+-- deployment, a smoke check of the deployed app, and the build's artifacts.
+-- Short polls, so a local run takes seconds.
+insert into ops.projects (project_id, name, repository, phases, protected_envs)
+values ('test-project', 'Test project (local stand-ins)', 'switchyard/test-project',
+  jsonb_build_array(
+    jsonb_build_object('name', 'build', 'provider', 'github-actions', 'workflow', 'build-image.yml',
+      'api_url', :'github_url', 'poll_seconds', 1),
+    jsonb_build_object('name', 'deploy', 'provider', 'github-deployments', 'api_url', :'github_url',
+      'poll_seconds', 1),
+    jsonb_build_object('name', 'smoke', 'provider', 'http-checks', 'retry_seconds', 1,
+      'checks', jsonb_build_array(jsonb_build_object('name', 'health', 'url', '{environment_url}/health',
+        'expected_status', 200, 'body_contains', '{git_sha}'))),
+    jsonb_build_object('name', 'artifacts', 'provider', 'github-artifacts', 'api_url', :'github_url')),
+  '{production}')
+on conflict (project_id) do update set
+  repository = excluded.repository,
+  phases = excluded.phases,
+  protected_envs = excluded.protected_envs,
+  updated_at = now();

@@ -30,6 +30,9 @@ pub enum ErrorCode {
     ReplayedRequest,
     /// A lease token that no longer holds its lease (SQL `stale_lease`).
     StaleLease,
+    /// The resource is in a state that does not allow this change (SQL
+    /// `invalid_state`): approving a run that is not awaiting approval.
+    InvalidState,
     UpstreamUnavailable,
     #[strum(serialize = "server_misconfigured")]
     Misconfigured,
@@ -56,9 +59,10 @@ impl ErrorCode {
             | ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::ValidationFailed => 422,
-            ErrorCode::IdempotencyConflict | ErrorCode::ReplayedRequest | ErrorCode::StaleLease => {
-                409
-            }
+            ErrorCode::IdempotencyConflict
+            | ErrorCode::ReplayedRequest
+            | ErrorCode::StaleLease
+            | ErrorCode::InvalidState => 409,
             ErrorCode::UpstreamUnavailable => 503,
             ErrorCode::Misconfigured | ErrorCode::Internal => 500,
         }

@@ -229,6 +229,171 @@ pub mod observability {
     }
 }
 
+/// Schema `ops`: the ops runner's calls (claim, phase progress, finish).
+pub mod ops {
+    use super::*;
+    use serde_json::Map;
+
+    /// `ops.claim_next_run`: the next run to work on, if any.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ClaimNextRun {
+        pub p_worker_id: String,
+        pub p_lease_seconds: Option<u32>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct ClaimedRun {
+        pub run_id: String,
+        pub lease_token: Uuid,
+        pub project_id: String,
+        pub repository: String,
+        pub env: String,
+        pub git_sha: String,
+        pub git_ref: String,
+        pub kind: String,
+        /// The project's phases, in order: `{name, provider, ...settings}`.
+        pub phases: Vec<Value>,
+        /// Per phase: `{started_at, state}` while running, `{done, output}` after.
+        pub progress: Map<String, Value>,
+        /// Claims of this run so far, this one included.
+        pub invocation: u32,
+        /// Started before: a yielded run, or one whose runner died.
+        pub resumed: bool,
+        pub correlation_id: String,
+    }
+
+    impl Rpc for ClaimNextRun {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "claim_next_run";
+        type Output = Vec<ClaimedRun>;
+    }
+
+    /// What every write under a lease answers.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Lease {
+        pub lease_expires_at: String,
+        /// An operator cancelled the run: stop and finish it as cancelled.
+        pub cancel_requested: bool,
+    }
+
+    /// `ops.start_phase`: the run is running this phase (its start event once).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct StartPhase {
+        pub p_run_id: String,
+        pub p_lease_token: Uuid,
+        pub p_phase: String,
+        pub p_lease_seconds: Option<u32>,
+    }
+
+    impl Rpc for StartPhase {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "start_phase";
+        type Output = Lease;
+    }
+
+    /// `ops.save_progress`: the phase's provider state, stored before a request.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct SaveProgress {
+        pub p_run_id: String,
+        pub p_lease_token: Uuid,
+        pub p_phase: String,
+        pub p_state: Map<String, Value>,
+        pub p_lease_seconds: Option<u32>,
+    }
+
+    impl Rpc for SaveProgress {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "save_progress";
+        type Output = Lease;
+    }
+
+    /// `ops.heartbeat_run`: renews the lease while a provider is waited on.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct HeartbeatRun {
+        pub p_run_id: String,
+        pub p_lease_token: Uuid,
+        pub p_lease_seconds: Option<u32>,
+    }
+
+    impl Rpc for HeartbeatRun {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "heartbeat_run";
+        type Output = Lease;
+    }
+
+    /// One `ops.artifacts` row a phase produced.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct Artifact {
+        /// image, build_log, sbom, deployment, evidence, ...
+        pub kind: String,
+        pub name: String,
+        pub url: Option<String>,
+        pub digest: Option<String>,
+        pub metadata: Value,
+    }
+
+    /// `ops.complete_phase`: the phase's output and artifacts, and its
+    /// completion event.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct CompletePhase {
+        pub p_run_id: String,
+        pub p_lease_token: Uuid,
+        pub p_phase: String,
+        pub p_output: Value,
+        pub p_artifacts: Vec<Artifact>,
+        pub p_lease_seconds: Option<u32>,
+    }
+
+    impl Rpc for CompletePhase {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "complete_phase";
+        type Output = Lease;
+    }
+
+    /// `ops.yield_run`: the invocation's time is spent; the run is released
+    /// for the next runner, which the database wakes.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct YieldRun {
+        pub p_run_id: String,
+        pub p_lease_token: Uuid,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Yielded {
+        pub run_id: String,
+        pub woken: bool,
+    }
+
+    impl Rpc for YieldRun {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "yield_run";
+        type Output = Yielded;
+    }
+
+    /// `ops.finish_run`: the seed's finish, fenced by the lease token.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct FinishRun {
+        pub p_run_id: String,
+        /// success, failed or cancelled
+        pub p_status: String,
+        pub p_metadata: Value,
+        pub p_lease_token: Option<Uuid>,
+        pub p_error: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Finished {
+        pub run_id: String,
+        pub status: String,
+    }
+
+    impl Rpc for FinishRun {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "finish_run";
+        type Output = Finished;
+    }
+}
+
 /// One declared RPC: where it lives and the argument names it is called with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Declared {
@@ -253,6 +418,7 @@ fn declared<R: Rpc + Default>() -> Declared {
 pub fn manifest() -> Vec<Declared> {
     use integration::*;
     use observability::*;
+    use ops::*;
     vec![
         declared::<IngestEvent>(),
         declared::<RouterClaim>(),
@@ -260,6 +426,13 @@ pub fn manifest() -> Vec<Declared> {
         declared::<ReleaseRouter>(),
         declared::<ListServicesToProbe>(),
         declared::<RecordHealthBatch>(),
+        declared::<ClaimNextRun>(),
+        declared::<StartPhase>(),
+        declared::<SaveProgress>(),
+        declared::<HeartbeatRun>(),
+        declared::<CompletePhase>(),
+        declared::<YieldRun>(),
+        declared::<FinishRun>(),
     ]
 }
 

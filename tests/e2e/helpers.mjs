@@ -113,6 +113,8 @@ export function secrets() {
     env.N8N_HANDLER_SIGNING_SECRET,
     env.N8N_HANDLER_SIGNING_SECRET.slice("whsec_".length),
     env.OUTBOX_ROUTER_INVOCATION_TOKEN,
+    env.OPS_RUNNER_INVOCATION_TOKEN,
+    env.OPS_RUNNER_GITHUB_TOKEN,
   ];
 }
 
