@@ -2415,10 +2415,9 @@ begin
         'env', v_run.env, 'phase', v_run.phase, 'git_sha', v_run.git_sha, 'error', p_error)),
       v_run.correlation_id);
   end if;
-  -- The environment is free: a run waiting for it can go.
-  if ops.has_claimable_run() then
-    perform ops.wake_runner('released');
-  end if;
+  -- No wake-up here: the runner that ended the run claims the next one
+  -- (a run that waited for this environment included) while it has time,
+  -- and hands off (wake_runner_if_due) when it has none.
   return v_run;
 end;
 $$;
@@ -2454,6 +2453,10 @@ begin
     perform observability.refuse_stale(format('the run already ended: %s', v_run.status));
   end if;
   if v_run.lease_expires_at > now() or p_lease_token is not null then
+    if p_lease_token is null then
+      perform observability.refuse_stale(format('the run is leased by %s: it is finished with that lease token',
+        v_run.claimed_by));
+    end if;
     v_run := ops.leased_run(p_run_id, p_lease_token);
   end if;
   if p_status = 'success' then
@@ -2578,7 +2581,7 @@ ALTER FUNCTION ops.heartbeat_run(p_run_id text, p_lease_token uuid, p_lease_seco
 --
 
 CREATE FUNCTION ops.valid_phases(p_phases jsonb) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE sql IMMUTABLE SECURITY DEFINER
     SET search_path TO ''
     AS $_$
   select jsonb_typeof(p_phases) = 'array'
@@ -3144,22 +3147,25 @@ $$;
 ALTER FUNCTION ops.wake_runner(p_reason text) OWNER TO postgres;
 
 --
--- Name: wake_runner_if_due(); Type: FUNCTION; Schema: ops; Owner: postgres
+-- Name: wake_runner_if_due(text); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
-CREATE FUNCTION ops.wake_runner_if_due() RETURNS bigint
+CREATE FUNCTION ops.wake_runner_if_due(p_reason text DEFAULT 'cron'::text) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
-    AS $$
+    AS $_$
 begin
+  if p_reason is null or p_reason !~ '^[a-z][a-z0-9_]{0,31}$' then
+    perform observability.reject('p_reason', 'p_reason must be 1 to 32 characters of a-z, 0-9 and _');
+  end if;
   if not ops.has_claimable_run() then
     return null;
   end if;
-  return ops.wake_runner('cron');
+  return ops.wake_runner(p_reason);
 end;
-$$;
+$_$;
 
-ALTER FUNCTION ops.wake_runner_if_due() OWNER TO postgres;
+ALTER FUNCTION ops.wake_runner_if_due(p_reason text) OWNER TO postgres;
 
 --
 -- Name: yield_run(text, uuid); Type: FUNCTION; Schema: ops; Owner: postgres
@@ -5270,6 +5276,7 @@ GRANT ALL ON FUNCTION ops.heartbeat_run(p_run_id text, p_lease_token uuid, p_lea
 --
 
 REVOKE ALL ON FUNCTION ops.valid_phases(p_phases jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.valid_phases(p_phases jsonb) TO service_role;
 
 --
 -- Name: TABLE projects; Type: ACL; Schema: ops; Owner: postgres
@@ -5409,10 +5416,11 @@ GRANT ALL ON FUNCTION ops.unlock_environment(p_project_id text, p_env text, p_un
 REVOKE ALL ON FUNCTION ops.wake_runner(p_reason text) FROM PUBLIC;
 
 --
--- Name: FUNCTION wake_runner_if_due(); Type: ACL; Schema: ops; Owner: postgres
+-- Name: FUNCTION wake_runner_if_due(p_reason text); Type: ACL; Schema: ops; Owner: postgres
 --
 
-REVOKE ALL ON FUNCTION ops.wake_runner_if_due() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ops.wake_runner_if_due(p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.wake_runner_if_due(p_reason text) TO service_role;
 
 --
 -- Name: FUNCTION yield_run(p_run_id text, p_lease_token uuid); Type: ACL; Schema: ops; Owner: postgres

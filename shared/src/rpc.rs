@@ -392,6 +392,20 @@ pub mod ops {
         const NAME: &'static str = "finish_run";
         type Output = Finished;
     }
+
+    /// `ops.wake_runner_if_due`: a runner whose time is spent while runs
+    /// still wait hands them off; the answer is pg_net's request id, or null
+    /// when nothing was sent (nothing claimable, or a runner already coming).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct WakeRunnerIfDue {
+        pub p_reason: String,
+    }
+
+    impl Rpc for WakeRunnerIfDue {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "wake_runner_if_due";
+        type Output = Option<i64>;
+    }
 }
 
 /// One declared RPC: where it lives and the argument names it is called with.
@@ -433,6 +447,7 @@ pub fn manifest() -> Vec<Declared> {
         declared::<CompletePhase>(),
         declared::<YieldRun>(),
         declared::<FinishRun>(),
+        declared::<WakeRunnerIfDue>(),
     ]
 }
 

@@ -76,11 +76,14 @@ insert into ops.settings default values;
 -- A project's phases, in order: objects with a unique `name` and the
 -- `provider` that executes it, plus that provider's settings (validated by the
 -- runner, which knows the providers). Custom phases are added here, not in
--- the runner's loop.
+-- the runner's loop. ops.projects' CHECK calls it with the rights of whoever
+-- writes the row, so the service role (which keeps projects) may execute it;
+-- SECURITY DEFINER like every other function it may call.
 create function ops.valid_phases(p_phases jsonb)
 returns boolean
 language sql
 immutable
+security definer
 set search_path = ''
 as $$
   select jsonb_typeof(p_phases) = 'array'
@@ -354,19 +357,23 @@ create trigger runs_trigger_runner
   after insert or update of status on ops.runs
   for each row execute function ops.trigger_runner();
 
--- pg_cron's safety net, every minute: a lost wake-up, a run whose runner died
--- (lease expired), an environment unfrozen.
-create function ops.wake_runner_if_due()
+-- Wakes a runner when a run is claimable. pg_cron's safety net, every minute
+-- (a lost wake-up, a run whose runner died and whose lease expired); and a
+-- runner's handoff when its time budget ends with runs still waiting.
+create function ops.wake_runner_if_due(p_reason text default 'cron')
 returns bigint
 language plpgsql
 security definer
 set search_path = ''
 as $$
 begin
+  if p_reason is null or p_reason !~ '^[a-z][a-z0-9_]{0,31}$' then
+    perform observability.reject('p_reason', 'p_reason must be 1 to 32 characters of a-z, 0-9 and _');
+  end if;
   if not ops.has_claimable_run() then
     return null;
   end if;
-  return ops.wake_runner('cron');
+  return ops.wake_runner(p_reason);
 end;
 $$;
 
@@ -1164,10 +1171,9 @@ begin
         'env', v_run.env, 'phase', v_run.phase, 'git_sha', v_run.git_sha, 'error', p_error)),
       v_run.correlation_id);
   end if;
-  -- The environment is free: a run waiting for it can go.
-  if ops.has_claimable_run() then
-    perform ops.wake_runner('released');
-  end if;
+  -- No wake-up here: the runner that ended the run claims the next one
+  -- (a run that waited for this environment included) while it has time,
+  -- and hands off (wake_runner_if_due) when it has none.
   return v_run;
 end;
 $$;
@@ -1209,6 +1215,10 @@ begin
     perform observability.refuse_stale(format('the run already ended: %s', v_run.status));
   end if;
   if v_run.lease_expires_at > now() or p_lease_token is not null then
+    if p_lease_token is null then
+      perform observability.refuse_stale(format('the run is leased by %s: it is finished with that lease token',
+        v_run.claimed_by));
+    end if;
     v_run := ops.leased_run(p_run_id, p_lease_token);
   end if;
   if p_status = 'success' then
@@ -1420,6 +1430,8 @@ grant update on ops.settings to service_role;
 
 revoke execute on all functions in schema ops from public, anon, authenticated, service_role;
 grant execute on function ops.is_operator() to authenticated, service_role;
+-- Evaluated by ops.projects' CHECK on the service role's inserts and updates.
+grant execute on function ops.valid_phases(jsonb) to service_role;
 grant execute on function ops.get_queue_depth() to authenticated, service_role;
 grant execute on function ops.get_trace(text) to authenticated, service_role;
 -- Requests and decisions: operators (the console) and the service role (ChatOps, agents).
@@ -1440,6 +1452,7 @@ grant execute on function ops.heartbeat_run(text, uuid, integer) to service_role
 grant execute on function ops.complete_phase(text, uuid, text, jsonb, jsonb, integer) to service_role;
 grant execute on function ops.yield_run(text, uuid) to service_role;
 grant execute on function ops.finish_run(text, text, jsonb, uuid, text) to service_role;
+grant execute on function ops.wake_runner_if_due(text) to service_role;
 
 -- ----------------------------------------------------------------- pg_cron
 

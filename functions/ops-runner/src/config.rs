@@ -8,8 +8,8 @@ use crate::provider::Credentials;
 pub struct Settings {
     /// Names this runner in claims and events: `WORKER_ID` (the seed's name)
     /// or `OPS_RUNNER_WORKER_ID`; when unset, `ops-runner-` and a random
-    /// suffix, one per isolate. Only for tracking: the lease token, not the
-    /// name, decides who may write.
+    /// suffix, one per isolate. Each invocation adds `.<4 hex>`. Only for
+    /// tracking: the lease token, not the name, decides who may write.
     pub worker_id: String,
     /// The lease on a run, renewed by every write (`OPS_RUNNER_LEASE_SECONDS`,
     /// 5..=3600, default 60). A runner that dies is replaced this long after

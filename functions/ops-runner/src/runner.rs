@@ -16,7 +16,7 @@ use switchyard_shared::log::Log;
 use switchyard_shared::postgrest::{Client, RpcError};
 use switchyard_shared::rpc::ops::{
     ClaimNextRun, ClaimedRun, CompletePhase, FinishRun, HeartbeatRun, Lease, SaveProgress,
-    StartPhase, YieldRun,
+    StartPhase, WakeRunnerIfDue, YieldRun,
 };
 use switchyard_shared::time::now_ms;
 use worker::Delay;
@@ -58,12 +58,13 @@ pub async fn run(
     let started = now_ms();
     let deadline = started + settings.time_budget_ms as i64;
     let mut summary = Summary {
-        worker_id: settings.worker_id.clone(),
+        worker_id: invocation_worker_id(&settings.worker_id),
         ..Summary::default()
     };
+    let mut queue_empty = false;
     while deadline - now_ms() > MIN_TIME_FOR_A_REQUEST_MS {
         let claim = ClaimNextRun {
-            p_worker_id: settings.worker_id.clone(),
+            p_worker_id: summary.worker_id.clone(),
             p_lease_seconds: Some(settings.lease_seconds),
         };
         let Some(claimed) = client
@@ -72,12 +73,14 @@ pub async fn run(
             .into_iter()
             .next()
         else {
+            queue_empty = true;
             break;
         };
         summary.claimed += 1;
         let run = Worker {
             client,
             settings,
+            worker_id: &summary.worker_id,
             run: claimed,
             deadline,
         };
@@ -93,8 +96,25 @@ pub async fn run(
             break;
         }
     }
+    // Out of time with runs perhaps still waiting (a yield woke its own
+    // successor already): hand them to a new invocation now rather than at
+    // pg_cron's next minute.
+    if !queue_empty && summary.yielded == 0 {
+        let handoff = WakeRunnerIfDue {
+            p_reason: "handoff".into(),
+        };
+        client.call(&handoff, correlation_id).await?;
+    }
     summary.elapsed_ms = now_ms() - started;
     Ok(summary)
+}
+
+/// The settings' worker id with a suffix per invocation: one isolate serves
+/// concurrent invocations, and claims and events should tell them apart.
+fn invocation_worker_id(base: &str) -> String {
+    let mut bytes = [0u8; 2];
+    getrandom::fill(&mut bytes).expect("the platform provides randomness");
+    format!("{base}.{}", hex::encode(bytes))
 }
 
 /// A write under the lease, told apart from its refusal because another
@@ -117,6 +137,7 @@ fn fenced<T>(result: Result<T, RpcError>) -> Result<Written<T>, RpcError> {
 struct Worker<'a> {
     client: &'a Client,
     settings: &'a Settings,
+    worker_id: &'a str,
     run: ClaimedRun,
     deadline: i64,
 }
@@ -282,7 +303,7 @@ impl Worker<'_> {
             Written::Lost => {
                 self.log().warn(
                     "run_lost",
-                    json!({ "run_id": self.run.run_id, "worker_id": self.settings.worker_id }),
+                    json!({ "run_id": self.run.run_id, "worker_id": self.worker_id }),
                 );
                 return Ok(Next::Stop(Outcome::Lost));
             }
@@ -335,7 +356,7 @@ impl Worker<'_> {
             p_run_id: self.run.run_id.clone(),
             p_status: status.into(),
             p_metadata: json!({
-                "worker_id": self.settings.worker_id,
+                "worker_id": self.worker_id,
                 "phases_completed": outputs.keys().collect::<Vec<_>>(),
                 "invocations": self.run.invocation,
             }),

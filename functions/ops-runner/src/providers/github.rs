@@ -113,8 +113,49 @@ pub fn retry_later(
     }
 }
 
+/// The JSON of a 2xx answer (the fault count starts again), or the step to
+/// take instead: wait out a transient fault, or fail naming `what`.
+pub fn json_or(
+    state: &mut Map<String, Value>,
+    answer: &Answer,
+    what: &str,
+    wait_ms: u64,
+) -> Result<Value, Step> {
+    match answer.json() {
+        Some(value) => {
+            clear_faults(state);
+            Ok(value)
+        }
+        None if answer.is_transient() => Err(retry_later(state, answer, what, wait_ms)),
+        None => Err(Step::Fail(format!("{what}: {}", answer.describe()))),
+    }
+}
+
+/// The `repository` setting (owner/name), when a phase names one.
+pub fn repository_setting(phase: &Value) -> Result<Option<String>, String> {
+    let repository = settings::string(phase, "repository")?;
+    if let Some(repo) = &repository {
+        owner_and_name(repo, "repository")?;
+    }
+    Ok(repository)
+}
+
+/// A text field of a provider's stored state (`""` when absent).
+pub fn text(state: &Map<String, Value>, key: &str) -> String {
+    state
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A number field of a provider's stored state (0 when absent).
+pub fn number(state: &Map<String, Value>, key: &str) -> i64 {
+    state.get(key).and_then(Value::as_i64).unwrap_or(0)
+}
+
 /// An answer that was not a fault: the count starts again.
-pub fn clear_faults(state: &mut Map<String, Value>) {
+fn clear_faults(state: &mut Map<String, Value>) {
     state.remove("faults");
 }
 

@@ -62,10 +62,7 @@ impl GithubActions {
             }
             Some(_) => return Err("package must be owner/name or false".into()),
         };
-        let repository = settings::string(phase, "repository")?;
-        if let Some(repo) = &repository {
-            github::owner_and_name(repo, "repository")?;
-        }
+        let repository = github::repository_setting(phase)?;
         let package_users = match settings::string(phase, "package_owner")?.as_deref() {
             None | Some("orgs") => false,
             Some("users") => true,
@@ -138,18 +135,6 @@ impl GithubActions {
     }
 }
 
-fn text(state: &Map<String, Value>, key: &str) -> String {
-    state
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
-fn number(state: &Map<String, Value>, key: &str) -> i64 {
-    state.get(key).and_then(Value::as_i64).unwrap_or(0)
-}
-
 fn set_stage(state: &mut Map<String, Value>, stage: &str) {
     state.insert("stage".into(), json!(stage));
 }
@@ -161,7 +146,7 @@ impl Provider for GithubActions {
         state: &mut Map<String, Value>,
         answer: Option<Answer>,
     ) -> Step {
-        let stage = text(state, "stage");
+        let stage = github::text(state, "stage");
         match (stage.as_str(), answer) {
             ("", _) => {
                 let dispatch_id = run.request_key();
@@ -211,7 +196,7 @@ impl Provider for GithubActions {
                 )),
             },
             ("locating", None) => {
-                let since = number(state, "dispatched_at_ms") - 300_000;
+                let since = github::number(state, "dispatched_at_ms") - 300_000;
                 Step::Send(self.api.get(&format!(
                     "/repos/{}/actions/workflows/{}/runs?event=workflow_dispatch&created=%3E%3D{}&per_page=100",
                     self.repo(run),
@@ -220,18 +205,16 @@ impl Provider for GithubActions {
                 )))
             }
             ("locating", Some(answer)) => {
-                let dispatch_id = text(state, "dispatch_id");
-                let Some(runs) = answer.json() else {
-                    return if answer.is_transient() {
-                        github::retry_later(state, &answer, "looking up the dispatched build", 2000)
-                    } else {
-                        Step::Fail(format!(
-                            "looking up the dispatched build: {}",
-                            answer.describe()
-                        ))
-                    };
+                let dispatch_id = github::text(state, "dispatch_id");
+                let runs = match github::json_or(
+                    state,
+                    &answer,
+                    "looking up the dispatched build",
+                    2000,
+                ) {
+                    Ok(value) => value,
+                    Err(step) => return step,
                 };
-                github::clear_faults(state);
                 let found = runs
                     .get("workflow_runs")
                     .and_then(Value::as_array)
@@ -253,7 +236,7 @@ impl Provider for GithubActions {
                         }
                         self.poll_run(run, id)
                     }
-                    None if run.now_ms - number(state, "dispatched_at_ms") > self.locate_ms as i64 => {
+                    None if run.now_ms - github::number(state, "dispatched_at_ms") > self.locate_ms as i64 => {
                         Step::Fail(format!(
                             "the build was dispatched but no workflow run named for dispatch {dispatch_id} \
                              appeared within {} s; it is not dispatched again (requeue the run to retry)",
@@ -263,23 +246,24 @@ impl Provider for GithubActions {
                     None => Step::Wait { ms: self.poll_ms.min(5000) },
                 }
             }
-            ("running", None) => self.poll_run(run, number(state, "workflow_run_id") as u64),
+            ("running", None) => {
+                self.poll_run(run, github::number(state, "workflow_run_id") as u64)
+            }
             ("running", Some(answer)) => {
-                let Some(workflow_run) = answer.json() else {
-                    return if answer.is_transient() {
-                        github::retry_later(state, &answer, "polling the build", self.poll_ms)
-                    } else {
-                        Step::Fail(format!("polling the build: {}", answer.describe()))
+                let workflow_run =
+                    match github::json_or(state, &answer, "polling the build", self.poll_ms) {
+                        Ok(value) => value,
+                        Err(step) => return step,
                     };
-                };
-                github::clear_faults(state);
-                let html_url = text(state, "html_url");
+                let html_url = github::text(state, "html_url");
                 let status = workflow_run
                     .get("status")
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if status != "completed" {
-                    if run.now_ms - number(state, "dispatched_at_ms") > self.timeout_ms as i64 {
+                    if run.now_ms - github::number(state, "dispatched_at_ms")
+                        > self.timeout_ms as i64
+                    {
                         return Step::Fail(format!(
                             "the build did not complete within {} minutes ({status}): {html_url}",
                             self.timeout_ms / 60_000
@@ -323,7 +307,7 @@ impl Provider for GithubActions {
                     return self.done(state, Some((image, digest.to_string())));
                 }
                 // The registry may lag the run's completion by a little.
-                let lookups = number(state, "lookups") + 1;
+                let lookups = github::number(state, "lookups") + 1;
                 if lookups > 6 || !matches!(answer.status(), Some(200) | Some(404)) {
                     return Step::Fail(format!(
                         "the build succeeded but no image tagged {} was found in ghcr.io/{owner}/{name} ({})",
@@ -351,8 +335,8 @@ impl Provider for GithubActions {
 
 impl GithubActions {
     fn done(&self, state: &Map<String, Value>, image: Option<(String, String)>) -> Step {
-        let id = number(state, "workflow_run_id");
-        let html_url = text(state, "html_url");
+        let id = github::number(state, "workflow_run_id");
+        let html_url = github::text(state, "html_url");
         let mut output = json!({ "workflow_run_id": id, "html_url": html_url });
         let mut artifacts = vec![Artifact {
             kind: "build_log".into(),

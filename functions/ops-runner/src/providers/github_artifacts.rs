@@ -18,10 +18,7 @@ pub struct GithubArtifacts {
 
 impl GithubArtifacts {
     pub fn new(phase: &Value, credentials: &Credentials) -> Result<Self, String> {
-        let repository = settings::string(phase, "repository")?;
-        if let Some(repo) = &repository {
-            github::owner_and_name(repo, "repository")?;
-        }
+        let repository = github::repository_setting(phase)?;
         Ok(GithubArtifacts {
             api: Api::new(phase, credentials)?,
             repository,
@@ -83,15 +80,9 @@ impl Provider for GithubArtifacts {
                 "/repos/{repo}/actions/runs/{id}/artifacts?per_page=100"
             )));
         };
-        let Some(list) = answer.json() else {
-            return if answer.is_transient() {
-                github::retry_later(state, &answer, "listing the build's artifacts", 2000)
-            } else {
-                Step::Fail(format!(
-                    "listing the build's artifacts: {}",
-                    answer.describe()
-                ))
-            };
+        let list = match github::json_or(state, &answer, "listing the build's artifacts", 2000) {
+            Ok(value) => value,
+            Err(step) => return step,
         };
         let mut artifacts: Vec<Artifact> = list
             .get("artifacts")

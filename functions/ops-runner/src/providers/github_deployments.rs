@@ -29,10 +29,7 @@ pub struct GithubDeployments {
 
 impl GithubDeployments {
     pub fn new(phase: &Value, credentials: &Credentials) -> Result<Self, String> {
-        let repository = settings::string(phase, "repository")?;
-        if let Some(repo) = &repository {
-            github::owner_and_name(repo, "repository")?;
-        }
+        let repository = github::repository_setting(phase)?;
         Ok(GithubDeployments {
             api: Api::new(phase, credentials)?,
             repository,
@@ -65,18 +62,6 @@ impl GithubDeployments {
     }
 }
 
-fn text(state: &Map<String, Value>, key: &str) -> String {
-    state
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
-fn number(state: &Map<String, Value>, key: &str) -> i64 {
-    state.get(key).and_then(Value::as_i64).unwrap_or(0)
-}
-
 /// The payload's request id; GitHub returns a payload given as an object as
 /// that object (or, from older servers, as a JSON string).
 fn request_id_of(deployment: &Value) -> Option<String> {
@@ -98,7 +83,7 @@ impl Provider for GithubDeployments {
         state: &mut Map<String, Value>,
         answer: Option<Answer>,
     ) -> Step {
-        let stage = text(state, "stage");
+        let stage = github::text(state, "stage");
         match (stage.as_str(), answer) {
             ("", _) => {
                 let request_id = run.request_key();
@@ -166,23 +151,16 @@ impl Provider for GithubDeployments {
                 self.task
             ))),
             ("locating", Some(answer)) => {
-                let Some(list) = answer.json() else {
-                    return if answer.is_transient() {
-                        github::retry_later(
-                            state,
-                            &answer,
-                            "looking up the requested deployment",
-                            2000,
-                        )
-                    } else {
-                        Step::Fail(format!(
-                            "looking up the requested deployment: {}",
-                            answer.describe()
-                        ))
-                    };
+                let list = match github::json_or(
+                    state,
+                    &answer,
+                    "looking up the requested deployment",
+                    2000,
+                ) {
+                    Ok(value) => value,
+                    Err(step) => return step,
                 };
-                github::clear_faults(state);
-                let request_id = text(state, "request_id");
+                let request_id = github::text(state, "request_id");
                 let found = list
                     .as_array()
                     .into_iter()
@@ -194,7 +172,7 @@ impl Provider for GithubDeployments {
                         state.insert("deployment_id".into(), json!(id));
                         self.statuses(run, id)
                     }
-                    None if run.now_ms - number(state, "requested_at_ms") > self.locate_ms as i64 => {
+                    None if run.now_ms - github::number(state, "requested_at_ms") > self.locate_ms as i64 => {
                         Step::Fail(format!(
                             "the deployment was requested but none with request id {request_id} appeared \
                              within {} s; it is not requested again (requeue the run to retry)",
@@ -204,17 +182,14 @@ impl Provider for GithubDeployments {
                     None => Step::Wait { ms: 2000 },
                 }
             }
-            ("waiting", None) => self.statuses(run, number(state, "deployment_id") as u64),
+            ("waiting", None) => self.statuses(run, github::number(state, "deployment_id") as u64),
             ("waiting", Some(answer)) => {
-                let Some(statuses) = answer.json() else {
-                    return if answer.is_transient() {
-                        github::retry_later(state, &answer, "polling the deployment", self.poll_ms)
-                    } else {
-                        Step::Fail(format!("polling the deployment: {}", answer.describe()))
+                let statuses =
+                    match github::json_or(state, &answer, "polling the deployment", self.poll_ms) {
+                        Ok(value) => value,
+                        Err(step) => return step,
                     };
-                };
-                github::clear_faults(state);
-                let id = number(state, "deployment_id");
+                let id = github::number(state, "deployment_id");
                 // Newest first, as GitHub lists them.
                 let latest = statuses
                     .as_array()
@@ -256,7 +231,9 @@ impl Provider for GithubDeployments {
                             .filter(|d| !d.is_empty())
                             .unwrap_or_else(|| field("log_url"))
                     )),
-                    _ if run.now_ms - number(state, "requested_at_ms") > self.timeout_ms as i64 => {
+                    _ if run.now_ms - github::number(state, "requested_at_ms")
+                        > self.timeout_ms as i64 =>
+                    {
                         Step::Fail(format!(
                             "deployment {id} did not finish within {} minutes",
                             self.timeout_ms / 60_000
