@@ -17,7 +17,8 @@
 -- ------------------------------------------------------------------ helpers
 
 -- The message of every refused state change (409): approving a run that is not
--- waiting for approval, finishing a finished run.
+-- waiting for approval, cancelling a finished run. (A runner's write to a run
+-- it no longer holds, finishing a finished run included, is stale_lease.)
 create function ops.refuse_state(p_detail text)
 returns void
 language plpgsql
@@ -910,6 +911,9 @@ begin
       'metadata', v_run.metadata);
     return;
   end loop;
+  -- Nothing to claim: the runner a wake-up brought has looked, so the next
+  -- reason to wake one (an unfreeze, an approval) is not coalesced into it.
+  update ops.runner_signal set wake_pending_until = null where wake_pending_until is not null;
 end;
 $$;
 
@@ -1164,7 +1168,9 @@ begin
     v_run.phase, jsonb_strip_nulls(jsonb_build_object('metadata', nullif(coalesce(p_metadata, '{}'), '{}'::jsonb))),
     p_actor);
   if p_status = 'failed' then
-    perform integration.raise_alert('run_failed', v_run.project_id || '/' || v_run.env,
+    -- One alert per failed run (its subject is the run): each is someone's
+    -- deploy, not a repeat of one condition to be grouped.
+    perform integration.raise_alert('run_failed', v_run.run_id,
       format('Run %s of %s to %s failed%s: %s', v_run.run_id, v_run.project_id, v_run.env,
         coalesce(' at ' || v_run.phase, ''), left(coalesce(p_error, 'no reason given'), 1500)),
       jsonb_strip_nulls(jsonb_build_object('run_id', v_run.run_id, 'project_id', v_run.project_id,
@@ -1235,10 +1241,10 @@ begin
 end;
 $$;
 
--- Cancels a run. Waiting (awaiting_approval, queued) or not held by a runner:
--- cancelled now. Held by a runner: the cancel is requested, and the runner
--- stops at its next write (every write answers cancel_requested) and
--- finishes it as cancelled. Returns {run_id, status, cancel_requested}.
+-- Cancels a run. Waiting (awaiting_approval, queued): cancelled now. Started:
+-- the cancel is requested, and a runner stops the provider's work at its next
+-- write (every write answers cancel_requested) and finishes the run as
+-- cancelled. Returns {run_id, status, cancel_requested}.
 create function ops.cancel_run(p_run_id text, p_reason text, p_requested_by text default null)
 returns jsonb
 language plpgsql
@@ -1261,11 +1267,20 @@ begin
   if v_run.status in ('success', 'failed', 'cancelled') then
     perform ops.refuse_state(format('the run already ended: %s', v_run.status));
   end if;
-  if v_run.lease_expires_at > now() then
-    update ops.runs r set cancel_requested_at = now(), cancel_requested_by = v_actor, updated_at = now()
-    where r.run_id = p_run_id;
-    perform ops.record_event(v_run, 'warn', format('Cancel requested by %s: %s', v_actor, p_reason),
-      v_run.phase, '{}', v_actor);
+  -- A started run may have work under way at a provider (a build): a runner
+  -- stops that and finishes the run, the holder at its next write, or one
+  -- woken for it when nobody holds the run.
+  if v_run.status in ('claimed', 'running') then
+    -- Asked again before the runner got to it: still one request.
+    if v_run.cancel_requested_at is null then
+      update ops.runs r set cancel_requested_at = now(), cancel_requested_by = v_actor, updated_at = now()
+      where r.run_id = p_run_id;
+      perform ops.record_event(v_run, 'warn', format('Cancel requested by %s: %s', v_actor, p_reason),
+        v_run.phase, '{}', v_actor);
+    end if;
+    if v_run.lease_expires_at is null or v_run.lease_expires_at <= now() then
+      perform ops.wake_runner('cancel');
+    end if;
     return jsonb_build_object('run_id', p_run_id, 'status', v_run.status, 'cancel_requested', true);
   end if;
   update ops.runs r set cancel_requested_at = now(), cancel_requested_by = v_actor where r.run_id = p_run_id;

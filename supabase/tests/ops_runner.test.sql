@@ -32,7 +32,7 @@ where status in ('awaiting_approval', 'queued', 'claimed', 'running');
 select edge.configure_function('ops-runner', 'http://127.0.0.1:9/functions/v1/ops-runner', 'syi_' || repeat('a', 40))
 \g /dev/null
 set search_path = extensions, public;
-select plan(277);
+select plan(284);
 
 -- Projects unique to this run: P (the default four phases, production
 -- protected), R (build and deploy, nothing protected) for rollbacks.
@@ -95,7 +95,8 @@ begin
   end loop;
 end $$;
 -- Ends every run not yet ended (the parked ones are ended already): what
--- waits is cancelled, what is leased is finished cancelled with its token.
+-- waits is cancelled, what is leased is finished cancelled with its token,
+-- a started run nobody holds is finished cancelled without one.
 create function pg_temp.settle() returns integer language plpgsql as $$
 declare v_run ops.runs; v_n integer := 0;
 begin
@@ -103,6 +104,8 @@ begin
   loop
     if v_run.lease_expires_at > now() then
       perform ops.finish_run(v_run.run_id, 'cancelled', '{}', v_run.lease_token, 'pgtap: settled');
+    elsif v_run.status in ('claimed', 'running') then
+      perform ops.finish_run(v_run.run_id, 'cancelled', '{}', null, 'pgtap: settled');
     else
       perform ops.cancel_run(v_run.run_id, 'pgtap: settled');
     end if;
@@ -489,6 +492,26 @@ select is(ops.finish_run(:'r3', 'cancelled', p_lease_token => :'t3', p_error => 
   'the runner finishes it cancelled');
 select is(pg_temp.last_event(:'r3'), 'warn:Run cancelled: cancel requested', 'its last event');
 
+-- A started run nobody holds (yielded between invocations, or its runner
+-- died): the cancel is requested, the run stays claimable, and the runner that
+-- takes it hears of the cancel at its first write (and stops the build).
+select pg_temp.q(:'p', 'cancel-unheld', 'cccccc1') as ru \gset
+select pg_temp.claim('worker-u') \g /dev/null
+select ops.start_phase(:'ru', pg_temp.lease(:'ru'), 'build') \g /dev/null
+select ops.yield_run(:'ru', pg_temp.lease(:'ru')) \g /dev/null
+select is(ops.cancel_run(:'ru', 'wrong sha', 'ops@example.com'),
+  jsonb_build_object('run_id', :'ru', 'status', 'running', 'cancel_requested', true),
+  'a started run nobody holds: the cancel is requested, not done behind the runner''s back');
+select ok(ops.has_claimable_run(), 'and the run is claimable, for a runner to stop its build');
+select is(ops.cancel_run(:'ru', 'really', 'ops@example.com') ->> 'cancel_requested', 'true', 'asking again is the same request');
+select is((select count(*)::integer from ops.run_events where run_id = :'ru' and message like 'Cancel requested%'), 1,
+  'with one event');
+select is(pg_temp.claim('worker-v') ->> 'run_id', :'ru', 'a runner takes it');
+select is(ops.start_phase(:'ru', pg_temp.lease(:'ru'), 'build') ->> 'cancel_requested', 'true',
+  'and its first write answers cancel_requested');
+select is(ops.finish_run(:'ru', 'cancelled', p_lease_token => pg_temp.lease(:'ru'), p_error => 'cancelled on request')
+  ->> 'status', 'cancelled', 'the runner finishes it cancelled');
+
 -- ---------------------------------------------------- expired leases
 
 select ops.start_phase(:'r2', :'t2', 'build') \g /dev/null
@@ -524,8 +547,8 @@ select is((select error from ops.runs where run_id = :'r2'),
 select is(pg_temp.last_event(:'r2'),
   'error:Run failed at build: 2 runners died working on this run (the last was worker-d); it is not resumed again',
   'an error event');
-select is(pg_temp.alert(:'p' || '/dev'), 'alert.run_failed/' || (select correlation_id from ops.runs where run_id = :'r2')
-  || '/1/' || :'r2', 'alert.run_failed is on the outbox for the project/environment, with the run''s correlation id');
+select is(pg_temp.alert(:'r2'), 'alert.run_failed/' || (select correlation_id from ops.runs where run_id = :'r2')
+  || '/1/' || :'r2', 'alert.run_failed is on the outbox for the run, with the run''s correlation id');
 select is((select coalesce(run_id, 'free') from ops.environment_locks where project_id = :'p' and env = 'dev'), 'free',
   'the environment is released');
 select pg_temp.lease(:'r4') as t4 \gset
@@ -556,8 +579,8 @@ select is(ops.finish_run(:'r5', 'failed', p_error => 'deploy hook 502') ->> 'sta
 select is((select row(status, error, lease_token)::text from ops.runs where run_id = :'r5'), '(failed,"deploy hook 502",)',
   'failed with its error');
 select is(pg_temp.last_event(:'r5'), 'error:Run failed at build: deploy hook 502', 'an error event');
-select is(pg_temp.alert(:'p' || '/staging'), 'alert.run_failed/' || (select correlation_id from ops.runs where run_id = :'r4')
-  || '/2/' || :'r4', 'and alert.run_failed, grouped with the earlier failure in that environment (integration.raise_alert)');
+select is(pg_temp.alert(:'r4'), 'alert.run_failed/' || (select correlation_id from ops.runs where run_id = :'r4')
+  || '/1/' || :'r4', 'and an alert.run_failed of its own: each failed run is announced, none grouped into another');
 select is((select coalesce(run_id, 'free') from ops.environment_locks where project_id = :'p' and env = 'staging'), 'free',
   'the environment is released');
 select ok(not ops.has_claimable_run(), 'nothing is claimable now');

@@ -165,6 +165,9 @@ pub trait Provider {
     /// One decision. `state` is the phase's stored state (`{}` at first),
     /// updated in place; `answer` is the answer to the last `Send`, or `None`
     /// when the phase starts or resumes (after a wait, or in a new runner).
+    /// The state a `Send` leaves is stored before the request goes out; a
+    /// runner without time to send it stores nothing and the next runner
+    /// takes the step again, so the same state must lead to the same request.
     fn step(
         &self,
         run: &RunContext,

@@ -182,26 +182,7 @@ impl Worker<'_> {
                 outputs.insert(name, output);
                 continue;
             }
-            let start = StartPhase {
-                p_run_id: self.run.run_id.clone(),
-                p_lease_token: self.run.lease_token,
-                p_phase: name.clone(),
-                p_lease_seconds: self.lease_seconds(),
-            };
-            if let Next::Stop(outcome) = self
-                .after_write(fenced(self.client.call(&start, self.cid()).await)?, None)
-                .await?
-            {
-                return Ok(outcome);
-            }
-            let provider = match provider::build(phase, &self.settings.credentials) {
-                Ok(provider) => provider,
-                Err(why) => {
-                    return self
-                        .finish("failed", Some(format!("{name}: {why}")), &outputs)
-                        .await
-                }
-            };
+            let provider = provider::build(phase, &self.settings.credentials);
             let mut state = progress
                 .and_then(|p| p.get("state"))
                 .and_then(Value::as_object)
@@ -220,6 +201,26 @@ impl Worker<'_> {
                 phase: name.clone(),
                 outputs: outputs.clone(),
                 now_ms: now_ms(),
+            };
+            let start = StartPhase {
+                p_run_id: self.run.run_id.clone(),
+                p_lease_token: self.run.lease_token,
+                p_phase: name.clone(),
+                p_lease_seconds: self.lease_seconds(),
+            };
+            let written = fenced(self.client.call(&start, self.cid()).await)?;
+            // A resumed phase may have work under way elsewhere to stop.
+            let in_phase = provider.as_ref().ok().map(|p| (&**p, &context, &state));
+            if let Next::Stop(outcome) = self.after_write(written, in_phase).await? {
+                return Ok(outcome);
+            }
+            let provider = match provider {
+                Ok(provider) => provider,
+                Err(why) => {
+                    return self
+                        .finish("failed", Some(format!("{name}: {why}")), &outputs)
+                        .await
+                }
             };
             loop {
                 context.now_ms = now_ms();
@@ -248,6 +249,13 @@ impl Worker<'_> {
                         break;
                     }
                 };
+                // A request there is no time left to send is not recorded as
+                // about to be sent: the next runner takes this step again from
+                // the state stored last (a dispatch stored as sent but never
+                // sent would be looked for, not sent).
+                if call.is_some() && self.deadline - now_ms() <= MIN_TIME_FOR_A_REQUEST_MS {
+                    return self.yield_run().await;
+                }
                 // Store what changed before anything else happens, so a runner
                 // that dies from here on leaves it behind; a wait renews the
                 // lease either way.
