@@ -2127,6 +2127,7 @@ begin
     select * from ops.runs r
     where r.status in ('queued', 'claimed', 'running')
       and (r.lease_expires_at is null or r.lease_expires_at <= now())
+      and (r.resume_at is null or r.resume_at <= now())
       and (r.status <> 'queued' or not exists (
         select 1 from ops.environment_locks l
         where l.project_id = r.project_id and l.env = r.env
@@ -2179,6 +2180,7 @@ begin
       claimed_at = coalesce(r.claimed_at, now()),
       invocations = r.invocations + 1,
       lease_expiries = r.lease_expiries + case when v_expired then 1 else 0 end,
+      resume_at = null,
       updated_at = now()
     where r.run_id = v_candidate.run_id
     returning * into v_run;
@@ -2213,7 +2215,13 @@ begin
   end loop;
   -- Nothing to claim: the runner a wake-up brought has looked, so the next
   -- reason to wake one (an unfreeze, an approval) is not coalesced into it.
+  -- A run queued while this claim looked may have been coalesced into that
+  -- wake-up (its trigger held runner_signal, this update waited for it):
+  -- looked at again now, it gets a runner.
   update ops.runner_signal set wake_pending_until = null where wake_pending_until is not null;
+  if ops.has_claimable_run() then
+    perform ops.wake_runner('fanout');
+  end if;
 end;
 $$;
 
@@ -2351,6 +2359,7 @@ CREATE TABLE ops.runs (
     lease_token uuid,
     lease_expires_at timestamp with time zone,
     invocations integer DEFAULT 0 NOT NULL,
+    resume_at timestamp with time zone,
     lease_expiries integer DEFAULT 0 NOT NULL,
     cancel_requested_at timestamp with time zone,
     cancel_requested_by text,
@@ -2482,7 +2491,12 @@ begin
       perform ops.refuse_state(format('a run succeeds when every phase is done; not done: %s', v_missing));
     end if;
   end if;
-  v_run := ops.end_run(v_run, p_status, left(p_error, 4000), p_metadata, coalesce(v_run.claimed_by, ops.actor(null)));
+  v_run := ops.end_run(v_run, p_status, p_error, p_metadata, coalesce(v_run.claimed_by, ops.actor(null)));
+  -- Finished by someone other than its runner (which goes on to the next
+  -- run itself): a run waiting for this environment gets a runner now.
+  if p_lease_token is null and ops.has_claimable_run() then
+    perform ops.wake_runner('released');
+  end if;
   return jsonb_build_object('run_id', v_run.run_id, 'status', v_run.status);
 end;
 $$;
@@ -2567,6 +2581,7 @@ CREATE FUNCTION ops.has_claimable_run() RETURNS boolean
     select 1 from ops.runs r
     where r.status in ('queued', 'claimed', 'running')
       and (r.lease_expires_at is null or r.lease_expires_at <= now())
+      and (r.resume_at is null or r.resume_at <= now())
       and (r.status <> 'queued' or not exists (
         select 1 from ops.environment_locks l
         where l.project_id = r.project_id and l.env = r.env
@@ -2626,7 +2641,7 @@ CREATE TABLE ops.projects (
     CONSTRAINT projects_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
     CONSTRAINT projects_phases_check CHECK (ops.valid_phases(phases)),
     CONSTRAINT projects_project_id_check CHECK ((project_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text)),
-    CONSTRAINT projects_repository_check CHECK ((repository ~ '^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$'::text))
+    CONSTRAINT projects_repository_check CHECK (((repository ~ '^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$'::text) AND (repository !~ '(^|/)\.+(/|$)'::text)))
 );
 
 ALTER TABLE ops.projects OWNER TO postgres;
@@ -3182,10 +3197,10 @@ $_$;
 ALTER FUNCTION ops.wake_runner_if_due(p_reason text) OWNER TO postgres;
 
 --
--- Name: yield_run(text, uuid); Type: FUNCTION; Schema: ops; Owner: postgres
+-- Name: yield_run(text, uuid, integer); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
-CREATE FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) RETURNS jsonb
+CREATE FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer DEFAULT 0) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -3193,13 +3208,18 @@ declare
   v_run ops.runs;
 begin
   v_run := ops.leased_run(p_run_id, p_lease_token);
-  update ops.runs r set lease_token = null, lease_expires_at = null, updated_at = now()
+  if p_resume_in_ms is null or p_resume_in_ms not between 0 and 86400000 then
+    perform observability.reject('p_resume_in_ms', 'p_resume_in_ms must be 0 to 86400000');
+  end if;
+  update ops.runs r set lease_token = null, lease_expires_at = null, updated_at = now(),
+    resume_at = case when p_resume_in_ms > 0 then clock_timestamp() + make_interval(secs => p_resume_in_ms / 1000.0) end
   where r.run_id = p_run_id;
-  return jsonb_build_object('run_id', p_run_id, 'woken', ops.wake_runner('handoff') is not null);
+  return jsonb_build_object('run_id', p_run_id,
+    'woken', p_resume_in_ms = 0 and ops.wake_runner('handoff') is not null);
 end;
 $$;
 
-ALTER FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) OWNER TO postgres;
+ALTER FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer) OWNER TO postgres;
 
 --
 -- Name: functions; Type: TABLE; Schema: edge; Owner: postgres
@@ -5437,11 +5457,11 @@ REVOKE ALL ON FUNCTION ops.wake_runner_if_due(p_reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION ops.wake_runner_if_due(p_reason text) TO service_role;
 
 --
--- Name: FUNCTION yield_run(p_run_id text, p_lease_token uuid); Type: ACL; Schema: ops; Owner: postgres
+-- Name: FUNCTION yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer); Type: ACL; Schema: ops; Owner: postgres
 --
 
-REVOKE ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid) TO service_role;
+REVOKE ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer) TO service_role;
 
 --
 -- Name: TABLE alert_policy; Type: ACL; Schema: integration; Owner: postgres

@@ -356,6 +356,8 @@ pub mod ops {
     pub struct YieldRun {
         pub p_run_id: String,
         pub p_lease_token: Uuid,
+        /// The rest of a wait: no runner takes the run before it is over.
+        pub p_resume_in_ms: u32,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -102,7 +102,8 @@ create table ops.projects (
   project_id text primary key check (project_id ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
   name text not null check (length(name) between 1 and 200),
   -- owner/name on GitHub: where builds are dispatched and deployments requested.
-  repository text not null check (repository ~ '^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$'),
+  repository text not null check (repository ~ '^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$'
+    and repository !~ '(^|/)\.+(/|$)'),
   phases jsonb not null default '[
     {"name": "build", "provider": "github-actions", "workflow": "build-image.yml"},
     {"name": "deploy", "provider": "github-deployments"},
@@ -145,6 +146,9 @@ create table ops.runs (
   lease_expires_at timestamptz,
   -- Claims of this run: one per runner invocation that worked on it.
   invocations integer not null default 0,
+  -- A yielded run in the middle of a wait (a build polled every minute) is
+  -- not claimed before this.
+  resume_at timestamptz,
   -- Runners that died holding it (their lease expired).
   lease_expiries integer not null default 0,
   cancel_requested_at timestamptz,
@@ -296,6 +300,7 @@ as $$
     select 1 from ops.runs r
     where r.status in ('queued', 'claimed', 'running')
       and (r.lease_expires_at is null or r.lease_expires_at <= now())
+      and (r.resume_at is null or r.resume_at <= now())
       and (r.status <> 'queued' or not exists (
         select 1 from ops.environment_locks l
         where l.project_id = r.project_id and l.env = r.env
@@ -827,6 +832,7 @@ begin
     select * from ops.runs r
     where r.status in ('queued', 'claimed', 'running')
       and (r.lease_expires_at is null or r.lease_expires_at <= now())
+      and (r.resume_at is null or r.resume_at <= now())
       and (r.status <> 'queued' or not exists (
         select 1 from ops.environment_locks l
         where l.project_id = r.project_id and l.env = r.env
@@ -879,6 +885,7 @@ begin
       claimed_at = coalesce(r.claimed_at, now()),
       invocations = r.invocations + 1,
       lease_expiries = r.lease_expiries + case when v_expired then 1 else 0 end,
+      resume_at = null,
       updated_at = now()
     where r.run_id = v_candidate.run_id
     returning * into v_run;
@@ -913,7 +920,13 @@ begin
   end loop;
   -- Nothing to claim: the runner a wake-up brought has looked, so the next
   -- reason to wake one (an unfreeze, an approval) is not coalesced into it.
+  -- A run queued while this claim looked may have been coalesced into that
+  -- wake-up (its trigger held runner_signal, this update waited for it):
+  -- looked at again now, it gets a runner.
   update ops.runner_signal set wake_pending_until = null where wake_pending_until is not null;
+  if ops.has_claimable_run() then
+    perform ops.wake_runner('fanout');
+  end if;
 end;
 $$;
 
@@ -1117,9 +1130,11 @@ end;
 $$;
 
 -- Ends an invocation's work on a run that is not finished (its time budget is
--- spent): the lease is released so the run is claimable at once, and a
--- runner is woken for it (a handoff).
-create function ops.yield_run(p_run_id text, p_lease_token uuid)
+-- spent): the lease is released and a runner is woken for it (a handoff). In
+-- the middle of a wait, p_resume_in_ms keeps runners away until the wait is
+-- over (pg_cron's per-minute wake-up then brings one), instead of waking one
+-- only to wait again.
+create function ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer default 0)
 returns jsonb
 language plpgsql
 security definer
@@ -1129,9 +1144,14 @@ declare
   v_run ops.runs;
 begin
   v_run := ops.leased_run(p_run_id, p_lease_token);
-  update ops.runs r set lease_token = null, lease_expires_at = null, updated_at = now()
+  if p_resume_in_ms is null or p_resume_in_ms not between 0 and 86400000 then
+    perform observability.reject('p_resume_in_ms', 'p_resume_in_ms must be 0 to 86400000');
+  end if;
+  update ops.runs r set lease_token = null, lease_expires_at = null, updated_at = now(),
+    resume_at = case when p_resume_in_ms > 0 then clock_timestamp() + make_interval(secs => p_resume_in_ms / 1000.0) end
   where r.run_id = p_run_id;
-  return jsonb_build_object('run_id', p_run_id, 'woken', ops.wake_runner('handoff') is not null);
+  return jsonb_build_object('run_id', p_run_id,
+    'woken', p_resume_in_ms = 0 and ops.wake_runner('handoff') is not null);
 end;
 $$;
 
@@ -1236,7 +1256,12 @@ begin
       perform ops.refuse_state(format('a run succeeds when every phase is done; not done: %s', v_missing));
     end if;
   end if;
-  v_run := ops.end_run(v_run, p_status, left(p_error, 4000), p_metadata, coalesce(v_run.claimed_by, ops.actor(null)));
+  v_run := ops.end_run(v_run, p_status, p_error, p_metadata, coalesce(v_run.claimed_by, ops.actor(null)));
+  -- Finished by someone other than its runner (which goes on to the next
+  -- run itself): a run waiting for this environment gets a runner now.
+  if p_lease_token is null and ops.has_claimable_run() then
+    perform ops.wake_runner('released');
+  end if;
   return jsonb_build_object('run_id', v_run.run_id, 'status', v_run.status);
 end;
 $$;
@@ -1465,7 +1490,7 @@ grant execute on function ops.start_phase(text, uuid, text, integer) to service_
 grant execute on function ops.save_progress(text, uuid, text, jsonb, integer) to service_role;
 grant execute on function ops.heartbeat_run(text, uuid, integer) to service_role;
 grant execute on function ops.complete_phase(text, uuid, text, jsonb, jsonb, integer) to service_role;
-grant execute on function ops.yield_run(text, uuid) to service_role;
+grant execute on function ops.yield_run(text, uuid, integer) to service_role;
 grant execute on function ops.finish_run(text, text, jsonb, uuid, text) to service_role;
 grant execute on function ops.wake_runner_if_due(text) to service_role;
 

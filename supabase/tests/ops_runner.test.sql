@@ -32,7 +32,7 @@ where status in ('awaiting_approval', 'queued', 'claimed', 'running');
 select edge.configure_function('ops-runner', 'http://127.0.0.1:9/functions/v1/ops-runner', 'syi_' || repeat('a', 40))
 \g /dev/null
 set search_path = extensions, public;
-select plan(284);
+select plan(292);
 
 -- Projects unique to this run: P (the default four phases, production
 -- protected), R (build and deploy, nothing protected) for rollbacks.
@@ -573,6 +573,19 @@ select is((select (c ->> 'run_id') || '/' || (c ->> 'resumed') || '/' || (c ->> 
   'a yielded run is claimed again at once');
 select is(pg_temp.state(:'r5'), 'running/build/2/0/worker-h', 'no lease expiry counted');
 select is((select count(*)::integer from ops.run_events where run_id = :'r5' and level = 'warn'), 0, 'no warning written');
+-- Yielded in the middle of a long wait: nobody takes it before the wait is over.
+select is(ops.yield_run(:'r5', pg_temp.lease(:'r5'), 60000), jsonb_build_object('run_id', :'r5', 'woken', false),
+  'a yield in the middle of a wait wakes nobody');
+select ok((select resume_at > now() + interval '50 seconds' from ops.runs where run_id = :'r5'), 'resume_at is the end of the wait');
+select ok(not ops.has_claimable_run(), 'the run is not claimable before then');
+select is(pg_temp.claim('worker-i'), null, 'and not claimed');
+select is(pg_temp.refusal(format($$ select ops.yield_run(%L, %L, -1) $$, :'r5', gen_random_uuid())), 'PT409 stale_lease',
+  'a yield needs the lease first');
+update ops.runs set resume_at = now() - interval '1 second' where run_id = :'r5';
+select is(pg_temp.claim('worker-i') ->> 'run_id', :'r5', 'once the wait is over it is claimed');
+select is((select resume_at from ops.runs where run_id = :'r5'), null, 'and the claim clears resume_at');
+select is(pg_temp.refusal(format($$ select ops.yield_run(%L, %L, -1) $$, :'r5', pg_temp.lease(:'r5'))),
+  'PT422 validation_failed p_resume_in_ms', 'a negative wait is refused');
 select ops.yield_run(:'r5', pg_temp.lease(:'r5')) \g /dev/null
 select is(ops.finish_run(:'r5', 'failed', p_error => 'deploy hook 502') ->> 'status', 'failed',
   'an unleased run is finished without a token');

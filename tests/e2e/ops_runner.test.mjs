@@ -82,7 +82,9 @@ function opsCounts() {
   return sql(`select format('runs=%s events=%s artifacts=%s approvals=%s locks=%s run_alerts=%s',
     (select count(*) from ${mine} r), (select count(*) from ops.run_events where run_id in ${mine}),
     (select count(*) from ops.artifacts where run_id in ${mine}), (select count(*) from ops.approvals where run_id in ${mine}),
-    (select count(*) from ops.environment_locks where updated_at >= ${lit(testStart)}),
+    (select count(*) from ops.environment_locks l where l.updated_at >= ${lit(testStart)}
+       and not exists (select 1 from ops.runs o where o.project_id = l.project_id and o.env = l.env
+                       and o.queued_at < ${lit(testStart)})),
     (select count(*) from integration.outbox where event_type like 'alert.run%' and created_at >= ${lit(testStart)}))`);
 }
 
@@ -441,10 +443,11 @@ test("a refused dispatch fails the build, alerts Mattermost, and is not retried"
   60_000, 250);
   assert.match(delivered.message.text, /failed/i);
   assert.ok(delivered.message.text.includes(run.correlation_id), delivered.message.text);
-  assert.equal(
-    sql(`select status from integration.outbox where event_type = 'alert.run_failed' and correlation_id = ${lit(run.correlation_id)}`),
-    "completed",
-  );
+  // The router settles its batch after the deliveries: the row follows.
+  await waitFor("the alert's outbox row to be completed", () =>
+    sql(`select status from integration.outbox where event_type = 'alert.run_failed' and correlation_id = ${lit(run.correlation_id)}`)
+      === "completed",
+  15_000, 100);
 });
 
 test("a build that concludes failure fails the run; requeued without the fault, it succeeds under the same correlation id", { timeout: TEST_TIMEOUT_MS }, async (t) => {
@@ -836,6 +839,8 @@ test("the RPCs refuse bad input through PostgREST with their codes and write not
   t.after(() => cancelIfActive(waiting.run_id));
   const ended = queue(newEnv(), newSha());
   sql(`select ops.cancel_run(${lit(ended.run_id)}, 'e2e: ended')`);
+  // A runner may have claimed it first: then the cancel goes through the runner.
+  await waitFor("the cancelled run to end", () => runRow(ended.run_id).status === "cancelled", 30_000, 100);
   const wrongToken = randomUUID();
   const good = { p_project_id: PROJECT, p_env: "dev", p_git_sha: newSha(), p_git_ref: "refs/heads/main" };
 

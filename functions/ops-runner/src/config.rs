@@ -44,9 +44,25 @@ impl FromLookup for Settings {
             time_budget_ms: bounded(lookup, "OPS_RUNNER_TIME_BUDGET_MS", 25_000, 1000, 600_000)?,
             credentials: Credentials {
                 github_token: lookup("OPS_RUNNER_GITHUB_TOKEN"),
+                github_api_urls: github_api_urls(lookup)?,
             },
         })
     }
+}
+
+/// GitHub's API, and `OPS_RUNNER_GITHUB_API_URL` when set (an http(s) base
+/// URL): where the token may go.
+fn github_api_urls(lookup: Lookup) -> Result<Vec<String>, ConfigError> {
+    let mut urls = vec![crate::providers::github::DEFAULT_API_URL.to_string()];
+    if let Some(url) = lookup("OPS_RUNNER_GITHUB_API_URL") {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError(
+                "OPS_RUNNER_GITHUB_API_URL must be an http(s) URL".into(),
+            ));
+        }
+        urls.push(url.trim_end_matches('/').to_string());
+    }
+    Ok(urls)
 }
 
 fn generated_worker_id() -> String {
@@ -73,6 +89,22 @@ mod tests {
             Settings::from_lookup(&lookup(&[])).unwrap().worker_id
         );
         assert_eq!(settings.credentials.github_token, None);
+        assert_eq!(
+            settings.credentials.github_api_urls,
+            ["https://api.github.com"]
+        );
+        let local = Settings::from_lookup(&lookup(&[(
+            "OPS_RUNNER_GITHUB_API_URL",
+            "http://127.0.0.1:54380/",
+        )]))
+        .unwrap();
+        assert_eq!(
+            local.credentials.github_api_urls[1],
+            "http://127.0.0.1:54380"
+        );
+        assert!(
+            Settings::from_lookup(&lookup(&[("OPS_RUNNER_GITHUB_API_URL", "ftp://x")])).is_err()
+        );
     }
 
     #[test]

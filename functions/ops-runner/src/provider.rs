@@ -94,10 +94,13 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// A fault worth trying again later: no answer, 429 or 5xx.
+    /// A fault worth trying again later: no answer, 429, 5xx, or GitHub's
+    /// rate limit (a 403 that says so).
     pub fn is_transient(&self) -> bool {
         match self {
-            Answer::Response { status, .. } => *status == 429 || *status >= 500,
+            Answer::Response { status, body } => {
+                *status == 429 || *status >= 500 || (*status == 403 && body.contains("rate limit"))
+            }
             Answer::TimedOut | Answer::Unreachable(_) => true,
         }
     }
@@ -186,12 +189,17 @@ pub trait Provider {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     pub github_token: Option<String>,
+    /// The only API base URLs the token is sent to: GitHub's, plus the
+    /// runner's `OPS_RUNNER_GITHUB_API_URL` (GitHub Enterprise, or the local
+    /// stand-in). A project's `api_url` cannot send it anywhere else.
+    pub github_api_urls: Vec<String>,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("github_token", &self.github_token.as_ref().map(|_| "(set)"))
+            .field("github_api_urls", &self.github_api_urls)
             .finish()
     }
 }
@@ -290,6 +298,11 @@ pub mod testing {
     pub fn credentials() -> Credentials {
         Credentials {
             github_token: Some("ghp_test".into()),
+            github_api_urls: vec![
+                "https://api.github.com".into(),
+                "http://gh.test".into(),
+                "http://127.0.0.1:54380".into(),
+            ],
         }
     }
 
@@ -324,6 +337,15 @@ pub mod testing {
         )
         .err();
         assert!(err.unwrap().contains("OPS_RUNNER_GITHUB_TOKEN"));
+        // The token goes only to the APIs the runner was given.
+        let err = build(
+            &json!({ "name": "build", "provider": "github-actions", "workflow": "b.yml", "api_url": "https://evil.test" }),
+            &credentials(),
+        )
+        .err();
+        assert!(err
+            .unwrap()
+            .contains("not an API the runner sends its GitHub token to"));
         assert!(!format!("{:?}", credentials()).contains("ghp_test"));
     }
 

@@ -22,7 +22,7 @@ use switchyard_shared::time::now_ms;
 use worker::Delay;
 
 use crate::config::Settings;
-use crate::provider::{self, Answer, HttpCall, Method, RunContext, Step};
+use crate::provider::{self, Answer, Artifact, HttpCall, Method, RunContext, Step};
 
 const NAME: &str = "ops-runner";
 /// A request is not started with less time than this left in the budget.
@@ -84,7 +84,16 @@ pub async fn run(
             run: claimed,
             deadline,
         };
-        let outcome = run.work().await?;
+        let outcome = match run.work().await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The database failed mid-run: release the run now (best
+                // effort) rather than leave a lease to expire and count as a
+                // dead runner.
+                let _ = run.yield_run(0).await;
+                return Err(e);
+            }
+        };
         match outcome {
             Outcome::Finished("success") => summary.succeeded += 1,
             Outcome::Finished("cancelled") => summary.cancelled += 1,
@@ -238,7 +247,7 @@ impl Worker<'_> {
                             p_lease_token: self.run.lease_token,
                             p_phase: name.clone(),
                             p_output: output.clone(),
-                            p_artifacts: artifacts,
+                            p_artifacts: artifacts.into_iter().map(bounded).collect(),
                             p_lease_seconds: self.lease_seconds(),
                         };
                         let written = fenced(self.client.call(&complete, self.cid()).await)?;
@@ -254,7 +263,7 @@ impl Worker<'_> {
                 // the state stored last (a dispatch stored as sent but never
                 // sent would be looked for, not sent).
                 if call.is_some() && self.deadline - now_ms() <= MIN_TIME_FOR_A_REQUEST_MS {
-                    return self.yield_run().await;
+                    return self.yield_run(0).await;
                 }
                 // Store what changed before anything else happens, so a runner
                 // that dies from here on leaves it behind; a wait renews the
@@ -285,15 +294,26 @@ impl Worker<'_> {
                         return Ok(outcome);
                     }
                 }
+                // A request stored as about to be sent is sent, whatever time
+                // the store took; its timeout shrinks to the budget left.
                 let left = self.deadline - now_ms();
                 match call {
-                    Some(call) if left > MIN_TIME_FOR_A_REQUEST_MS => {
+                    Some(mut call) => {
+                        call.timeout_ms = call
+                            .timeout_ms
+                            .min(left.max(MIN_TIME_FOR_A_REQUEST_MS) as u64);
                         answer = Some(self.send(call).await)
                     }
                     None if left > wait_ms as i64 => {
                         Delay::from(Duration::from_millis(wait_ms)).await
                     }
-                    _ => return self.yield_run().await,
+                    // The rest of the wait is the next runner's, which is not
+                    // let in before it is over.
+                    None => {
+                        return self
+                            .yield_run(wait_ms.saturating_sub(left.max(0) as u64))
+                            .await
+                    }
                 }
             }
         }
@@ -335,10 +355,12 @@ impl Worker<'_> {
         ))
     }
 
-    async fn yield_run(&self) -> Result<Outcome, RpcError> {
+    /// Hands the run to the next runner, not before `resume_in_ms`.
+    async fn yield_run(&self, resume_in_ms: u64) -> Result<Outcome, RpcError> {
         let release = YieldRun {
             p_run_id: self.run.run_id.clone(),
             p_lease_token: self.run.lease_token,
+            p_resume_in_ms: resume_in_ms.min(u32::MAX as u64) as u32,
         };
         Ok(
             match fenced(self.client.call(&release, self.cid()).await)? {
@@ -369,7 +391,7 @@ impl Worker<'_> {
                 "invocations": self.run.invocation,
             }),
             p_lease_token: Some(self.run.lease_token),
-            p_error: error.clone(),
+            p_error: error.as_ref().map(|e| e.chars().take(4000).collect()),
         };
         Ok(match fenced(self.client.call(&finish, self.cid()).await)? {
             Written::Ok(_) => {
@@ -412,4 +434,15 @@ impl Worker<'_> {
             Err(FetchError::Transport(why)) => Answer::Unreachable(why),
         }
     }
+}
+
+/// An artifact within the table's limits: a name cut to 200 characters, a
+/// URL or digest too long to be one left out.
+fn bounded(mut artifact: Artifact) -> Artifact {
+    if artifact.name.chars().count() > 200 {
+        artifact.name = artifact.name.chars().take(200).collect();
+    }
+    artifact.url = artifact.url.filter(|u| u.len() <= 2000);
+    artifact.digest = artifact.digest.filter(|d| d.len() <= 200);
+    artifact
 }

@@ -23,10 +23,14 @@ impl Api {
             .github_token
             .clone()
             .ok_or("the runner's OPS_RUNNER_GITHUB_TOKEN is not set")?;
-        Ok(Api {
-            base_url: settings::base_url(phase, "api_url", DEFAULT_API_URL)?,
-            token,
-        })
+        let base_url = settings::base_url(phase, "api_url", DEFAULT_API_URL)?;
+        if !credentials.github_api_urls.contains(&base_url) {
+            return Err(format!(
+                "api_url {base_url} is not an API the runner sends its GitHub token to \
+                 (https://api.github.com, or the runner's OPS_RUNNER_GITHUB_API_URL)"
+            ));
+        }
+        Ok(Api { base_url, token })
     }
 
     pub fn get(&self, path: &str) -> HttpCall {

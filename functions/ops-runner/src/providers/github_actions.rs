@@ -215,17 +215,16 @@ impl Provider for GithubActions {
                     Ok(value) => value,
                     Err(step) => return step,
                 };
+                // The run name is exactly what the workflow's run-name makes of
+                // the id: `run-x-build` must not adopt `run-x-build_arm`'s run.
+                let title = format!("switchyard {dispatch_id}");
                 let found = runs
                     .get("workflow_runs")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                     .find(|r| {
-                        ["display_title", "name"].iter().any(|k| {
-                            r.get(*k)
-                                .and_then(Value::as_str)
-                                .is_some_and(|t| t.contains(&dispatch_id))
-                        })
+                        r.get("display_title").and_then(Value::as_str) == Some(title.as_str())
                     });
                 match found.and_then(|r| Some((r.get("id")?.as_u64()?, r.get("html_url").cloned()))) {
                     Some((id, html_url)) => {
@@ -480,6 +479,7 @@ mod tests {
                 200,
                 json!({ "total_count": 2, "workflow_runs": [
                     { "id": 5, "display_title": "switchyard run-other-build" },
+                { "id": 6, "display_title": "switchyard run-abc-build_arm" },
                     { "id": 9, "display_title": "switchyard run-abc-build", "html_url": "h" },
                 ]}),
             );

@@ -58,12 +58,13 @@ impl Provider for GithubArtifacts {
         state: &mut Map<String, Value>,
         answer: Option<Answer>,
     ) -> Step {
-        let workflow_run_id = run
-            .outputs
-            .get(&self.from_phase)
+        let built = run.outputs.get(&self.from_phase);
+        // A rollback's build is an earlier run's: its uploads belong to that run.
+        let rolled_back = built.is_some_and(|o| o.get("rollback_of").is_some());
+        let workflow_run_id = built
             .and_then(|o| o.get("workflow_run_id"))
             .and_then(Value::as_u64)
-            .filter(|id| *id > 0);
+            .filter(|id| *id > 0 && !rolled_back);
         let Some(id) = workflow_run_id else {
             // Nothing was built here (a rollback reuses an image): evidence only.
             return Step::Done {

@@ -143,13 +143,20 @@ impl Provider for GithubDeployments {
                     answer.describe()
                 )),
             },
-            ("locating", None) => Step::Send(self.api.get(&format!(
-                "/repos/{}/deployments?sha={}&environment={}&task={}&per_page=100",
-                self.repo(run),
-                run.git_sha,
-                self.environment(run),
-                self.task
-            ))),
+            // By environment and task, not sha: GitHub's sha filter wants the
+            // full sha, and a run may name a short one.
+            ("locating", None) => {
+                let query = serde_urlencoded::to_string([
+                    ("environment", self.environment(run).as_str()),
+                    ("task", self.task.as_str()),
+                    ("per_page", "100"),
+                ])
+                .unwrap_or_default();
+                Step::Send(
+                    self.api
+                        .get(&format!("/repos/{}/deployments?{query}", self.repo(run))),
+                )
+            }
             ("locating", Some(answer)) => {
                 let list = match github::json_or(
                     state,
@@ -333,7 +340,9 @@ mod tests {
         let Step::Send(lookup) = p.step(&run, &mut state, None) else {
             panic!()
         };
-        assert!(lookup.url.contains("/deployments?sha=abc123"));
+        assert!(lookup
+            .url
+            .ends_with("/deployments?environment=staging&task=deploy&per_page=100"));
         let listed = ok(
             200,
             json!([
