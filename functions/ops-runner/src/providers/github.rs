@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::provider::{settings, Answer, Credentials, HttpCall, Method, Step};
+use crate::provider::{settings, Answer, Credentials, HttpCall, Method, RunContext, Step};
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 /// Consecutive transient faults (5xx, 429, timeouts) a phase waits out.
@@ -135,13 +135,44 @@ pub fn json_or(
     }
 }
 
-/// The `repository` setting (owner/name), when a phase names one.
-pub fn repository_setting(phase: &Value) -> Result<Option<String>, String> {
-    let repository = settings::string(phase, "repository")?;
-    if let Some(repo) = &repository {
-        owner_and_name(repo, "repository")?;
+/// The repository a phase works on: its `repository` setting (owner/name),
+/// else the project's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository(Option<String>);
+
+impl Repository {
+    pub fn new(phase: &Value) -> Result<Self, String> {
+        let repository = settings::string(phase, "repository")?;
+        if let Some(repo) = &repository {
+            owner_and_name(repo, "repository")?;
+        }
+        Ok(Repository(repository))
     }
-    Ok(repository)
+
+    pub fn of(&self, run: &RunContext) -> String {
+        self.0.clone().unwrap_or_else(|| run.repository.clone())
+    }
+}
+
+/// How a provider waits on GitHub: `poll_seconds` (5) between polls,
+/// `timeout_minutes` for the whole phase, and `locate_seconds` to find what
+/// a lost answer created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub poll_ms: u64,
+    pub timeout_ms: u64,
+    pub locate_ms: u64,
+}
+
+impl Timing {
+    pub fn new(phase: &Value, timeout_minutes: u64, locate_seconds: u64) -> Result<Self, String> {
+        Ok(Timing {
+            poll_ms: settings::number(phase, "poll_seconds", 5, 1, 300)? * 1000,
+            timeout_ms: settings::number(phase, "timeout_minutes", timeout_minutes, 1, 24 * 60)?
+                * 60_000,
+            locate_ms: settings::number(phase, "locate_seconds", locate_seconds, 10, 3600)? * 1000,
+        })
+    }
 }
 
 /// A text field of a provider's stored state (`""` when absent).

@@ -21,20 +21,18 @@ use serde_json::{json, Map, Value};
 use crate::provider::{
     settings, Answer, Artifact, Credentials, HttpCall, Provider, RunContext, Step,
 };
-use crate::providers::github::{self, Api};
+use crate::providers::github::{self, Api, Repository, Timing};
 
 pub struct GithubActions {
     api: Api,
-    repository: Option<String>,
+    repository: Repository,
     workflow: String,
     git_ref: Option<String>,
     inputs: Map<String, Value>,
     package: Package,
     /// The package belongs to a user account, not an organisation.
     package_users: bool,
-    poll_ms: u64,
-    timeout_ms: u64,
-    locate_ms: u64,
+    timing: Timing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +60,7 @@ impl GithubActions {
             }
             Some(_) => return Err("package must be owner/name or false".into()),
         };
-        let repository = github::repository_setting(phase)?;
+        let repository = Repository::new(phase)?;
         let package_users = match settings::string(phase, "package_owner")?.as_deref() {
             None | Some("orgs") => false,
             Some("users") => true,
@@ -76,16 +74,8 @@ impl GithubActions {
             inputs,
             package,
             package_users,
-            poll_ms: settings::number(phase, "poll_seconds", 5, 1, 300)? * 1000,
-            timeout_ms: settings::number(phase, "timeout_minutes", 60, 1, 24 * 60)? * 60_000,
-            locate_ms: settings::number(phase, "locate_seconds", 120, 10, 3600)? * 1000,
+            timing: Timing::new(phase, 60, 120)?,
         })
-    }
-
-    fn repo(&self, run: &RunContext) -> String {
-        self.repository
-            .clone()
-            .unwrap_or_else(|| run.repository.clone())
     }
 
     fn dispatch(&self, run: &RunContext, dispatch_id: &str) -> HttpCall {
@@ -102,7 +92,7 @@ impl GithubActions {
         self.api.post(
             &format!(
                 "/repos/{}/actions/workflows/{}/dispatches",
-                self.repo(run),
+                self.repository.of(run),
                 self.workflow
             ),
             json!({ "ref": git_ref, "inputs": inputs, "return_run_details": true }),
@@ -115,7 +105,7 @@ impl GithubActions {
             Package::None => return None,
             Package::Named(owner, name) => (owner.clone(), name.clone()),
             Package::Repository => {
-                let repo = self.repo(run);
+                let repo = self.repository.of(run);
                 let (owner, name) = repo.split_once('/').unwrap_or((&repo, &repo));
                 (owner.to_string(), name.to_string())
             }
@@ -128,10 +118,10 @@ impl GithubActions {
     }
 
     fn poll_run(&self, run: &RunContext, id: u64) -> Step {
-        Step::Send(
-            self.api
-                .get(&format!("/repos/{}/actions/runs/{id}", self.repo(run))),
-        )
+        Step::Send(self.api.get(&format!(
+            "/repos/{}/actions/runs/{id}",
+            self.repository.of(run)
+        )))
     }
 }
 
@@ -171,7 +161,9 @@ impl Provider for GithubActions {
                         if let Some(url) = answer.json().and_then(|v| v.get("html_url").cloned()) {
                             state.insert("html_url".into(), url);
                         }
-                        Step::Wait { ms: self.poll_ms }
+                        Step::Wait {
+                            ms: self.timing.poll_ms,
+                        }
                     }
                     None => {
                         set_stage(state, "locating");
@@ -191,7 +183,7 @@ impl Provider for GithubActions {
                 _ => Step::Fail(format!(
                     "GitHub refused to dispatch {} on {}: {}",
                     self.workflow,
-                    self.repo(run),
+                    self.repository.of(run),
                     answer.describe()
                 )),
             },
@@ -199,7 +191,7 @@ impl Provider for GithubActions {
                 let since = github::number(state, "dispatched_at_ms") - 300_000;
                 Step::Send(self.api.get(&format!(
                     "/repos/{}/actions/workflows/{}/runs?event=workflow_dispatch&created=%3E%3D{}&per_page=100",
-                    self.repo(run),
+                    self.repository.of(run),
                     self.workflow,
                     github::iso_utc(since)
                 )))
@@ -235,14 +227,14 @@ impl Provider for GithubActions {
                         }
                         self.poll_run(run, id)
                     }
-                    None if run.now_ms - github::number(state, "dispatched_at_ms") > self.locate_ms as i64 => {
+                    None if run.now_ms - github::number(state, "dispatched_at_ms") > self.timing.locate_ms as i64 => {
                         Step::Fail(format!(
                             "the build was dispatched but no workflow run named for dispatch {dispatch_id} \
                              appeared within {} s; it is not dispatched again (requeue the run to retry)",
-                            self.locate_ms / 1000
+                            self.timing.locate_ms / 1000
                         ))
                     }
-                    None => Step::Wait { ms: self.poll_ms.min(5000) },
+                    None => Step::Wait { ms: self.timing.poll_ms.min(5000) },
                 }
             }
             ("running", None) => {
@@ -250,7 +242,8 @@ impl Provider for GithubActions {
             }
             ("running", Some(answer)) => {
                 let workflow_run =
-                    match github::json_or(state, &answer, "polling the build", self.poll_ms) {
+                    match github::json_or(state, &answer, "polling the build", self.timing.poll_ms)
+                    {
                         Ok(value) => value,
                         Err(step) => return step,
                     };
@@ -261,14 +254,16 @@ impl Provider for GithubActions {
                     .unwrap_or("");
                 if status != "completed" {
                     if run.now_ms - github::number(state, "dispatched_at_ms")
-                        > self.timeout_ms as i64
+                        > self.timing.timeout_ms as i64
                     {
                         return Step::Fail(format!(
                             "the build did not complete within {} minutes ({status}): {html_url}",
-                            self.timeout_ms / 60_000
+                            self.timing.timeout_ms / 60_000
                         ));
                     }
-                    return Step::Wait { ms: self.poll_ms };
+                    return Step::Wait {
+                        ms: self.timing.poll_ms,
+                    };
                 }
                 match workflow_run.get("conclusion").and_then(Value::as_str) {
                     Some("success") => {
@@ -326,7 +321,10 @@ impl Provider for GithubActions {
     fn cancel(&self, run: &RunContext, state: &Map<String, Value>) -> Option<HttpCall> {
         let id = state.get("workflow_run_id")?.as_u64()?;
         Some(self.api.post(
-            &format!("/repos/{}/actions/runs/{id}/cancel", self.repo(run)),
+            &format!(
+                "/repos/{}/actions/runs/{id}/cancel",
+                self.repository.of(run)
+            ),
             json!({}),
         ))
     }

@@ -8,17 +8,17 @@
 use serde_json::{json, Map, Value};
 
 use crate::provider::{settings, Answer, Artifact, Credentials, Provider, RunContext, Step};
-use crate::providers::github::{self, Api};
+use crate::providers::github::{self, Api, Repository};
 
 pub struct GithubArtifacts {
     api: Api,
-    repository: Option<String>,
+    repository: Repository,
     from_phase: String,
 }
 
 impl GithubArtifacts {
     pub fn new(phase: &Value, credentials: &Credentials) -> Result<Self, String> {
-        let repository = github::repository_setting(phase)?;
+        let repository = Repository::new(phase)?;
         Ok(GithubArtifacts {
             api: Api::new(phase, credentials)?,
             repository,
@@ -73,10 +73,7 @@ impl Provider for GithubArtifacts {
             };
         };
         let Some(answer) = answer else {
-            let repo = self
-                .repository
-                .clone()
-                .unwrap_or_else(|| run.repository.clone());
+            let repo = self.repository.of(run);
             return Step::Send(self.api.get(&format!(
                 "/repos/{repo}/actions/runs/{id}/artifacts?per_page=100"
             )));

@@ -15,36 +15,26 @@
 use serde_json::{json, Map, Value};
 
 use crate::provider::{settings, Answer, Artifact, Credentials, Provider, RunContext, Step};
-use crate::providers::github::{self, Api};
+use crate::providers::github::{self, Api, Repository, Timing};
 
 pub struct GithubDeployments {
     api: Api,
-    repository: Option<String>,
+    repository: Repository,
     environment: Option<String>,
     task: String,
-    poll_ms: u64,
-    timeout_ms: u64,
-    locate_ms: u64,
+    timing: Timing,
 }
 
 impl GithubDeployments {
     pub fn new(phase: &Value, credentials: &Credentials) -> Result<Self, String> {
-        let repository = github::repository_setting(phase)?;
+        let repository = Repository::new(phase)?;
         Ok(GithubDeployments {
             api: Api::new(phase, credentials)?,
             repository,
             environment: settings::string(phase, "environment")?,
             task: settings::string(phase, "task")?.unwrap_or_else(|| "deploy".into()),
-            poll_ms: settings::number(phase, "poll_seconds", 5, 1, 300)? * 1000,
-            timeout_ms: settings::number(phase, "timeout_minutes", 30, 1, 24 * 60)? * 60_000,
-            locate_ms: settings::number(phase, "locate_seconds", 60, 10, 3600)? * 1000,
+            timing: Timing::new(phase, 30, 60)?,
         })
-    }
-
-    fn repo(&self, run: &RunContext) -> String {
-        self.repository
-            .clone()
-            .unwrap_or_else(|| run.repository.clone())
     }
 
     fn environment(&self, run: &RunContext) -> String {
@@ -57,7 +47,7 @@ impl GithubDeployments {
     fn statuses(&self, run: &RunContext, id: u64) -> Step {
         Step::Send(self.api.get(&format!(
             "/repos/{}/deployments/{id}/statuses?per_page=1",
-            self.repo(run)
+            self.repository.of(run)
         )))
     }
 }
@@ -92,7 +82,7 @@ impl Provider for GithubDeployments {
                 state.insert("requested_at_ms".into(), json!(run.now_ms));
                 let environment = self.environment(run);
                 Step::Send(self.api.post(
-                    &format!("/repos/{}/deployments", self.repo(run)),
+                    &format!("/repos/{}/deployments", self.repository.of(run)),
                     json!({
                         "ref": run.git_sha,
                         "task": self.task,
@@ -122,7 +112,7 @@ impl Provider for GithubDeployments {
                         state.insert("stage".into(), json!("waiting"));
                         state.insert("deployment_id".into(), json!(id));
                         Step::Wait {
-                            ms: self.poll_ms.min(2000),
+                            ms: self.timing.poll_ms.min(2000),
                         }
                     }
                     None => Step::Fail(format!(
@@ -152,10 +142,10 @@ impl Provider for GithubDeployments {
                     ("per_page", "100"),
                 ])
                 .unwrap_or_default();
-                Step::Send(
-                    self.api
-                        .get(&format!("/repos/{}/deployments?{query}", self.repo(run))),
-                )
+                Step::Send(self.api.get(&format!(
+                    "/repos/{}/deployments?{query}",
+                    self.repository.of(run)
+                )))
             }
             ("locating", Some(answer)) => {
                 let list = match github::json_or(
@@ -179,11 +169,11 @@ impl Provider for GithubDeployments {
                         state.insert("deployment_id".into(), json!(id));
                         self.statuses(run, id)
                     }
-                    None if run.now_ms - github::number(state, "requested_at_ms") > self.locate_ms as i64 => {
+                    None if run.now_ms - github::number(state, "requested_at_ms") > self.timing.locate_ms as i64 => {
                         Step::Fail(format!(
                             "the deployment was requested but none with request id {request_id} appeared \
                              within {} s; it is not requested again (requeue the run to retry)",
-                            self.locate_ms / 1000
+                            self.timing.locate_ms / 1000
                         ))
                     }
                     None => Step::Wait { ms: 2000 },
@@ -191,11 +181,15 @@ impl Provider for GithubDeployments {
             }
             ("waiting", None) => self.statuses(run, github::number(state, "deployment_id") as u64),
             ("waiting", Some(answer)) => {
-                let statuses =
-                    match github::json_or(state, &answer, "polling the deployment", self.poll_ms) {
-                        Ok(value) => value,
-                        Err(step) => return step,
-                    };
+                let statuses = match github::json_or(
+                    state,
+                    &answer,
+                    "polling the deployment",
+                    self.timing.poll_ms,
+                ) {
+                    Ok(value) => value,
+                    Err(step) => return step,
+                };
                 let id = github::number(state, "deployment_id");
                 // Newest first, as GitHub lists them.
                 let latest = statuses
@@ -239,14 +233,16 @@ impl Provider for GithubDeployments {
                             .unwrap_or_else(|| field("log_url"))
                     )),
                     _ if run.now_ms - github::number(state, "requested_at_ms")
-                        > self.timeout_ms as i64 =>
+                        > self.timing.timeout_ms as i64 =>
                     {
                         Step::Fail(format!(
                             "deployment {id} did not finish within {} minutes",
-                            self.timeout_ms / 60_000
+                            self.timing.timeout_ms / 60_000
                         ))
                     }
-                    _ => Step::Wait { ms: self.poll_ms },
+                    _ => Step::Wait {
+                        ms: self.timing.poll_ms,
+                    },
                 }
             }
             (other, _) => Step::Fail(format!(
