@@ -375,7 +375,7 @@ start_github() {
   if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$GITHUB_PORT/"; then
     die "port $GITHUB_PORT is taken by another process"
   fi
-  setsid node "$ROOT/scripts/local/provider-standin.mjs" "$GITHUB_PORT" "$STATE" "$OPS_RUNNER_GITHUB_TOKEN" \
+  PROVIDER_STANDIN_TOKEN="$OPS_RUNNER_GITHUB_TOKEN" setsid node "$ROOT/scripts/local/provider-standin.mjs" "$GITHUB_PORT" "$STATE" \
     >>"$STATE/github.log" 2>&1 </dev/null &
   echo $! > "$(pid_file github)"
   wait_http "http://127.0.0.1:$GITHUB_PORT/_state" 10 && running github \

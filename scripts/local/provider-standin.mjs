@@ -16,15 +16,17 @@
 // Every call is appended to <dir>/provider-standin.jsonl and printed as one line. The token is
 // compared, never printed or recorded.
 //
-//   node provider-standin.mjs <port> <dir> <token>      (port 0: any free port; prints "listening on <port>")
+//   node provider-standin.mjs <port> <dir> [token]      (port 0: any free port; prints "listening on <port>")
+//   The token may come from PROVIDER_STANDIN_TOKEN instead, which keeps it out of `ps`.
 import { appendFileSync, mkdirSync } from "node:fs";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import path from "node:path";
 
-const [portArg, dir, token] = process.argv.slice(2);
+const [portArg, dir, tokenArg] = process.argv.slice(2);
+const token = tokenArg ?? process.env.PROVIDER_STANDIN_TOKEN;
 if (portArg === undefined || !dir || !token) {
-  console.error("usage: provider-standin.mjs <port> <dir> <token>");
+  console.error("usage: provider-standin.mjs <port> <dir> [token] (or PROVIDER_STANDIN_TOKEN)");
   process.exit(2);
 }
 mkdirSync(dir, { recursive: true });
