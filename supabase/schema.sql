@@ -17,6 +17,14 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
+-- Name: campaigns; Type: SCHEMA; Schema: -; Owner: postgres
+--
+
+CREATE SCHEMA campaigns;
+
+ALTER SCHEMA campaigns OWNER TO postgres;
+
+--
 -- Name: edge; Type: SCHEMA; Schema: -; Owner: postgres
 --
 
@@ -47,6 +55,988 @@ ALTER SCHEMA observability OWNER TO postgres;
 CREATE SCHEMA ops;
 
 ALTER SCHEMA ops OWNER TO postgres;
+
+--
+-- Name: action_done(text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.action_done(p_action text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case p_action
+    when 'activate' then 'activated' when 'resume' then 'resumed'
+    when 'deactivate' then 'deactivated' when 'pause' then 'paused' end
+$$;
+
+ALTER FUNCTION campaigns.action_done(p_action text) OWNER TO postgres;
+
+--
+-- Name: action_target(text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.action_target(p_action text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case p_action
+    when 'activate' then 'active' when 'resume' then 'active'
+    when 'deactivate' then 'paused' when 'pause' then 'paused' end
+$$;
+
+ALTER FUNCTION campaigns.action_target(p_action text) OWNER TO postgres;
+
+--
+-- Name: apply_workflow_event(text, text, text, boolean, text, timestamp with time zone, text, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.apply_workflow_event(p_event_id text, p_workflow_id text, p_workflow_name text, p_active boolean, p_event_type text, p_occurred_at timestamp with time zone, p_actor text DEFAULT NULL::text, p_source text DEFAULT 'webhook'::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    SET lock_timeout TO '2s'
+    AS $_$
+declare
+  v_payload jsonb := jsonb_build_object('event_id', p_event_id, 'workflow_id', p_workflow_id,
+    'workflow_name', p_workflow_name, 'active', p_active, 'event_type', p_event_type,
+    'timestamp', p_occurred_at, 'actor', p_actor);
+  v_n8n_status text;
+  v_applied integer := 0;
+  v_stale integer := 0;
+  v_campaign campaigns.campaigns;
+  v_new_status text;
+  v_user text := 'n8n:' || coalesce(nullif(p_actor, ''), 'unknown');
+begin
+  if p_event_id is null or length(p_event_id) not between 1 and 200 then
+    perform observability.reject('event_id', 'event_id must be 1 to 200 characters');
+  end if;
+  if p_workflow_id is null or p_workflow_id !~ '^[A-Za-z0-9_-]{1,64}$' then
+    perform observability.reject('workflow_id', 'workflow_id must be 1 to 64 letters, digits, _ or -');
+  end if;
+  if p_event_type is null or p_event_type not in ('activation', 'deactivation', 'renamed', 'updated', 'deleted', 'error') then
+    perform observability.reject('event_type', 'event_type must be activation, deactivation, renamed, updated, deleted or error');
+  end if;
+  if p_active is null and p_event_type in ('activation', 'deactivation', 'updated') then
+    perform observability.reject('active', format('a %s event says whether the workflow is active', p_event_type));
+  end if;
+  if p_occurred_at is null then
+    perform observability.reject('timestamp', 'timestamp is required');
+  end if;
+  if p_source not in ('webhook', 'cron') then
+    perform observability.reject('p_source', 'p_source must be webhook or cron');
+  end if;
+
+  if p_source = 'webhook' then
+    insert into campaigns.workflow_events (event_id, workflow_id, event_type, occurred_at)
+    values (p_event_id, p_workflow_id, p_event_type, p_occurred_at)
+    on conflict (event_id) do nothing;
+    if not found then
+      return jsonb_build_object('duplicate', true, 'applied', 0, 'stale', 0, 'queued', false);
+    end if;
+  end if;
+
+  v_n8n_status := case p_event_type
+    when 'deleted' then 'deleted'
+    when 'error' then 'error'
+    when 'renamed' then null
+    else case when p_active then 'active' else 'inactive' end end;
+
+  begin
+    for v_campaign in
+      select * from campaigns.campaigns where n8n_workflow_id = p_workflow_id order by id for update
+    loop
+      if v_campaign.last_sync_at is not null and v_campaign.last_sync_at > p_occurred_at then
+        v_stale := v_stale + 1;
+        continue;
+      end if;
+      -- A change made in n8n by a person is the operator's intent: the
+      -- campaign follows it, unless a toggle of ours is in flight.
+      v_new_status := v_campaign.status;
+      if v_campaign.toggle_id is null and v_campaign.status in ('active', 'paused', 'error') then
+        v_new_status := case v_n8n_status when 'active' then 'active' when 'inactive' then 'paused'
+          else v_campaign.status end;
+      end if;
+      if v_n8n_status is distinct from v_campaign.n8n_status and v_n8n_status is not null
+         or v_new_status <> v_campaign.status
+         or (p_workflow_name is not null and p_workflow_name is distinct from v_campaign.n8n_workflow_name) then
+        if v_new_status <> v_campaign.status or v_n8n_status is distinct from v_campaign.n8n_status and v_n8n_status is not null then
+          perform campaigns.audit(v_campaign, v_user, case
+              when v_new_status = 'active' and v_campaign.status <> 'active' then 'activated'
+              when v_new_status = 'paused' and v_campaign.status <> 'paused' then 'deactivated'
+              else 'synced' end,
+            'changed', p_source, v_new_status, coalesce(v_n8n_status, v_campaign.n8n_status), v_payload);
+        end if;
+        update campaigns.campaigns set
+          n8n_status = coalesce(v_n8n_status, n8n_status),
+          n8n_workflow_name = coalesce(p_workflow_name, n8n_workflow_name),
+          status = v_new_status,
+          version = case when v_new_status <> status then version + 1 else version end,
+          last_status_change_at = case when v_new_status <> status then now() else last_status_change_at end,
+          sync_error = case when v_n8n_status = 'deleted' then 'the workflow was deleted in n8n'
+            when v_n8n_status = 'error' then 'n8n reported the workflow in error' else null end,
+          updated_at = now()
+        where id = v_campaign.id;
+      end if;
+      update campaigns.campaigns set last_sync_at = p_occurred_at, sync_source = p_source where id = v_campaign.id;
+      v_applied := v_applied + 1;
+    end loop;
+  exception when lock_not_available then
+    insert into campaigns.sync_failures (campaign_id, source, payload, error_message, next_retry_at)
+    values ((select id from campaigns.campaigns where n8n_workflow_id = p_workflow_id order by id limit 1),
+      p_source, v_payload, 'a campaign of the workflow stayed locked for 2 s', now() + interval '1 minute');
+    return jsonb_build_object('duplicate', false, 'applied', 0, 'stale', 0, 'queued', true);
+  end;
+  return jsonb_build_object('duplicate', false, 'applied', v_applied, 'stale', v_stale, 'queued', false);
+end;
+$_$;
+
+ALTER FUNCTION campaigns.apply_workflow_event(p_event_id text, p_workflow_id text, p_workflow_name text, p_active boolean, p_event_type text, p_occurred_at timestamp with time zone, p_actor text, p_source text) OWNER TO postgres;
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: campaigns; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.campaigns (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    workspace_id uuid NOT NULL,
+    name text NOT NULL,
+    description text,
+    status text DEFAULT 'paused'::text NOT NULL,
+    n8n_workflow_id text,
+    n8n_workflow_name text,
+    n8n_status text DEFAULT 'unknown'::text NOT NULL,
+    version integer DEFAULT 1 NOT NULL,
+    last_status_change_at timestamp with time zone,
+    last_sync_at timestamp with time zone,
+    sync_source text,
+    sync_error text,
+    toggle_id uuid,
+    toggle_action text,
+    toggle_user text,
+    toggle_expires_at timestamp with time zone,
+    toggle_correlation_id text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT campaigns_check CHECK (((toggle_id IS NULL) = (toggle_expires_at IS NULL))),
+    CONSTRAINT campaigns_description_check CHECK ((length(description) <= 2000)),
+    CONSTRAINT campaigns_n8n_status_check CHECK ((n8n_status = ANY (ARRAY['active'::text, 'inactive'::text, 'unknown'::text, 'error'::text, 'deleted'::text]))),
+    CONSTRAINT campaigns_n8n_workflow_id_check CHECK ((n8n_workflow_id ~ '^[A-Za-z0-9_-]{1,64}$'::text)),
+    CONSTRAINT campaigns_n8n_workflow_name_check CHECK ((length(n8n_workflow_name) <= 400)),
+    CONSTRAINT campaigns_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200))),
+    CONSTRAINT campaigns_status_check CHECK ((status = ANY (ARRAY['active'::text, 'paused'::text, 'completed'::text, 'error'::text, 'archived'::text]))),
+    CONSTRAINT campaigns_sync_error_check CHECK ((length(sync_error) <= 2000)),
+    CONSTRAINT campaigns_sync_source_check CHECK ((sync_source = ANY (ARRAY['api'::text, 'webhook'::text, 'cron'::text]))),
+    CONSTRAINT campaigns_toggle_action_check CHECK ((toggle_action = ANY (ARRAY['activate'::text, 'deactivate'::text, 'pause'::text, 'resume'::text])))
+);
+
+ALTER TABLE campaigns.campaigns OWNER TO postgres;
+
+--
+-- Name: audit(campaigns.campaigns, text, text, text, text, text, text, jsonb, text, text, uuid, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.audit(p_campaign campaigns.campaigns, p_user_id text, p_action text, p_outcome text, p_source text, p_new_status text, p_n8n_status text, p_n8n_response jsonb DEFAULT NULL::jsonb, p_error_code text DEFAULT NULL::text, p_error_message text DEFAULT NULL::text, p_toggle_id uuid DEFAULT NULL::uuid, p_correlation_id text DEFAULT NULL::text) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  insert into campaigns.campaign_audit_log (campaign_id, workspace_id, user_id, action, outcome, source,
+    old_status, new_status, n8n_status, n8n_response, error_code, error_message, toggle_id, correlation_id)
+  values (p_campaign.id, p_campaign.workspace_id, p_user_id, p_action, p_outcome, p_source,
+    p_campaign.status, p_new_status, p_n8n_status, p_n8n_response, p_error_code, left(p_error_message, 2000),
+    p_toggle_id, p_correlation_id)
+$$;
+
+ALTER FUNCTION campaigns.audit(p_campaign campaigns.campaigns, p_user_id text, p_action text, p_outcome text, p_source text, p_new_status text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_toggle_id uuid, p_correlation_id text) OWNER TO postgres;
+
+--
+-- Name: breaker_record(boolean, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.breaker_record(p_ok boolean, p_failure text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_settings campaigns.settings;
+  v_breaker campaigns.n8n_breaker;
+begin
+  select * into v_settings from campaigns.settings;
+  if p_ok then
+    update campaigns.n8n_breaker set consecutive_failures = 0, opened_until = null, updated_at = now()
+    where consecutive_failures > 0;
+    select * into v_breaker from campaigns.n8n_breaker;
+  else
+    update campaigns.n8n_breaker set
+      consecutive_failures = consecutive_failures + 1,
+      opened_until = case when consecutive_failures + 1 >= v_settings.breaker_failures
+        then now() + make_interval(secs => v_settings.breaker_open_seconds) else opened_until end,
+      last_failure = left(p_failure, 500),
+      updated_at = now()
+    returning * into v_breaker;
+  end if;
+  return jsonb_build_object('open', coalesce(v_breaker.opened_until > now(), false),
+    'consecutive_failures', v_breaker.consecutive_failures,
+    'retry_after_s', case when v_breaker.opened_until > now()
+      then greatest(1, ceil(extract(epoch from v_breaker.opened_until - now())))::integer end);
+end;
+$$;
+
+ALTER FUNCTION campaigns.breaker_record(p_ok boolean, p_failure text) OWNER TO postgres;
+
+--
+-- Name: breaker_state(); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.breaker_state() RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select jsonb_build_object('open', coalesce(b.opened_until > now(), false),
+    'consecutive_failures', b.consecutive_failures,
+    'retry_after_s', case when b.opened_until > now()
+      then greatest(1, ceil(extract(epoch from b.opened_until - now())))::integer end)
+  from campaigns.n8n_breaker b
+$$;
+
+ALTER FUNCTION campaigns.breaker_state() OWNER TO postgres;
+
+--
+-- Name: caller_id(); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.caller_id() RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select nullif(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub', '')
+$$;
+
+ALTER FUNCTION campaigns.caller_id() OWNER TO postgres;
+
+--
+-- Name: can_read(uuid); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.can_read(p_workspace_id uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$ select campaigns.is_platform() or campaigns.member_role(p_workspace_id) is not null $$;
+
+ALTER FUNCTION campaigns.can_read(p_workspace_id uuid) OWNER TO postgres;
+
+--
+-- Name: can_write(uuid); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.can_write(p_workspace_id uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$ select campaigns.is_platform() or campaigns.member_role(p_workspace_id) in ('editor', 'owner') $$;
+
+ALTER FUNCTION campaigns.can_write(p_workspace_id uuid) OWNER TO postgres;
+
+--
+-- Name: is_platform(); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.is_platform() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select current_setting('role') in ('none', 'service_role') or ops.is_operator()
+$$;
+
+ALTER FUNCTION campaigns.is_platform() OWNER TO postgres;
+
+--
+-- Name: member_role(uuid); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.member_role(p_workspace_id uuid) RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select m.role from campaigns.workspace_members m
+  where m.workspace_id = p_workspace_id and m.user_id = campaigns.caller_id()
+$$;
+
+ALTER FUNCTION campaigns.member_role(p_workspace_id uuid) OWNER TO postgres;
+
+--
+-- Name: reconcile_apply(uuid, timestamp with time zone, jsonb); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.reconcile_apply(p_run_id uuid, p_observed_at timestamp with time zone, p_workflows jsonb) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run campaigns.reconciler_runs;
+  v_checked integer;
+  v_out_of_sync integer;
+  v_updated integer := 0;
+  v_deleted integer := 0;
+  v_settled integer := 0;
+  v_republish jsonb;
+  v_row record;
+  v_target text;
+  v_n8n_target text;
+begin
+  select * into v_run from campaigns.reconciler_runs where id = p_run_id and finished_at is null for update;
+  if not found then
+    perform campaigns.refuse('invalid_state', 'this sweep is not running');
+  end if;
+  if p_workflows is null or jsonb_typeof(p_workflows) <> 'array' then
+    perform observability.reject('p_workflows', 'p_workflows must be an array of {id, name, active}');
+  end if;
+  if p_observed_at is null or p_observed_at > now() + interval '1 minute' then
+    perform observability.reject('p_observed_at', 'p_observed_at must be when the sweep began');
+  end if;
+
+  create temporary table if not exists pg_temp.swept (id text primary key, name text, active boolean) on commit drop;
+  truncate pg_temp.swept;
+  insert into pg_temp.swept (id, name, active)
+  select distinct on (w ->> 'id') w ->> 'id', w ->> 'name', (w ->> 'active')::boolean
+  from jsonb_array_elements(p_workflows) w;
+
+  select count(*) into v_checked from campaigns.campaigns where n8n_workflow_id is not null;
+  select count(*) into v_out_of_sync
+  from campaigns.campaigns c left join pg_temp.swept s on s.id = c.n8n_workflow_id
+  where c.n8n_workflow_id is not null
+    and (case when s.id is null then 'deleted' when s.active then 'active' else 'inactive' end) <> c.n8n_status;
+
+  -- Expired toggles first: n8n says whether they happened.
+  for v_row in
+    select c.*, s.id as seen_id, s.active as seen_active, s.name as seen_name
+    from campaigns.campaigns c left join pg_temp.swept s on s.id = c.n8n_workflow_id
+    where c.toggle_id is not null and c.toggle_expires_at <= now()
+    for update of c
+  loop
+    v_target := campaigns.action_target(v_row.toggle_action);
+    v_n8n_target := case when v_target = 'active' then 'active' else 'inactive' end;
+    if v_row.seen_id is not null and (case when v_row.seen_active then 'active' else 'inactive' end) = v_n8n_target then
+      insert into campaigns.campaign_audit_log (campaign_id, workspace_id, user_id, action, outcome, source,
+        old_status, new_status, n8n_status, error_message, toggle_id, correlation_id)
+      values (v_row.id, v_row.workspace_id, v_row.toggle_user, campaigns.action_done(v_row.toggle_action),
+        'repaired', 'cron', v_row.status, v_target, v_n8n_target,
+        'n8n changed but the toggle was never recorded; the reconciler applied it', v_row.toggle_id,
+        v_row.toggle_correlation_id);
+      update campaigns.campaigns set status = v_target, n8n_status = v_n8n_target,
+        version = case when status <> v_target then version + 1 else version end,
+        last_status_change_at = case when status <> v_target then now() else last_status_change_at end
+      where id = v_row.id;
+    else
+      insert into campaigns.campaign_audit_log (campaign_id, workspace_id, user_id, action, outcome, source,
+        old_status, new_status, n8n_status, error_message, toggle_id, correlation_id)
+      values (v_row.id, v_row.workspace_id, v_row.toggle_user, campaigns.action_done(v_row.toggle_action),
+        'abandoned', 'cron', v_row.status, v_row.status,
+        case when v_row.seen_id is null then 'deleted' when v_row.seen_active then 'active' else 'inactive' end,
+        'the toggle stopped before it finished and n8n did not change', v_row.toggle_id, v_row.toggle_correlation_id);
+    end if;
+    update campaigns.campaigns set toggle_id = null, toggle_action = null, toggle_user = null,
+      toggle_expires_at = null, toggle_correlation_id = null, updated_at = now()
+    where id = v_row.id;
+    v_settled := v_settled + 1;
+  end loop;
+
+  select count(*) into v_deleted
+  from campaigns.campaigns c
+  where c.n8n_workflow_id is not null and c.toggle_id is null and c.n8n_status <> 'deleted'
+    and (c.last_sync_at is null or c.last_sync_at < p_observed_at)
+    and not exists (select 1 from pg_temp.swept s where s.id = c.n8n_workflow_id);
+
+  -- Drift: audit what changes, then change it in one statement.
+  with drift as (
+    select c.id, c.workspace_id, c.status,
+      case when s.id is null then 'deleted' when s.active then 'active' else 'inactive' end as seen_status,
+      coalesce(s.name, c.n8n_workflow_name) as seen_name
+    from campaigns.campaigns c left join pg_temp.swept s on s.id = c.n8n_workflow_id
+    where c.n8n_workflow_id is not null and c.toggle_id is null
+      and (c.last_sync_at is null or c.last_sync_at < p_observed_at)
+  ), changed as (
+    select d.*,
+      case when d.status = 'paused' and d.seen_status = 'active' then 'active' else d.status end as new_status
+    from drift d join campaigns.campaigns c on c.id = d.id
+    where d.seen_status <> c.n8n_status or d.seen_name is distinct from c.n8n_workflow_name
+  ), audited as (
+    insert into campaigns.campaign_audit_log (campaign_id, workspace_id, user_id, action, outcome, source,
+      old_status, new_status, n8n_status, error_message)
+    select id, workspace_id, 'system:reconciler',
+      case when new_status <> status then 'activated' else 'synced' end, 'changed', 'cron',
+      status, new_status, seen_status,
+      case seen_status when 'deleted' then 'the workflow no longer exists in n8n' end
+    from changed
+  )
+  update campaigns.campaigns c set
+    n8n_status = ch.seen_status,
+    n8n_workflow_name = ch.seen_name,
+    status = ch.new_status,
+    version = case when ch.new_status <> c.status then c.version + 1 else c.version end,
+    last_status_change_at = case when ch.new_status <> c.status then now() else c.last_status_change_at end,
+    sync_error = case ch.seen_status when 'deleted' then 'the workflow was deleted in n8n' end,
+    updated_at = now()
+  from changed ch where c.id = ch.id;
+  get diagnostics v_updated = row_count;
+
+  update campaigns.campaigns c set last_sync_at = p_observed_at, sync_source = 'cron'
+  where c.n8n_workflow_id is not null and c.toggle_id is null
+    and (c.last_sync_at is null or c.last_sync_at < p_observed_at);
+
+  -- Desired state: active campaigns whose workflow exists but is not
+  -- published (as of this sweep: a newer webhook knows better).
+  select coalesce(jsonb_agg(jsonb_build_object('campaign_id', c.id, 'workflow_id', c.n8n_workflow_id)
+    order by c.id), '[]') into v_republish
+  from campaigns.campaigns c join pg_temp.swept s on s.id = c.n8n_workflow_id
+  where c.status = 'active' and not s.active and c.toggle_id is null
+    and c.last_sync_at <= p_observed_at;
+
+  update campaigns.reconciler_runs set
+    workflows_seen = (select count(*) from pg_temp.swept),
+    campaigns_checked = v_checked, campaigns_updated = v_updated, campaigns_out_of_sync = v_out_of_sync,
+    campaigns_marked_deleted = v_deleted, toggles_settled = v_settled,
+    lease_expires_at = now() + make_interval(secs => (select reconciler_lease_seconds from campaigns.settings))
+  where id = p_run_id;
+  return jsonb_build_object('checked', v_checked, 'updated', v_updated, 'out_of_sync', v_out_of_sync,
+    'marked_deleted', v_deleted, 'toggles_settled', v_settled, 'republish', v_republish);
+end;
+$$;
+
+ALTER FUNCTION campaigns.reconcile_apply(p_run_id uuid, p_observed_at timestamp with time zone, p_workflows jsonb) OWNER TO postgres;
+
+--
+-- Name: reconcile_begin(text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.reconcile_begin(p_worker text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_settings campaigns.settings;
+  v_active campaigns.reconciler_runs;
+  v_id uuid;
+begin
+  if p_worker is null or length(p_worker) not between 1 and 100 then
+    perform observability.reject('p_worker', 'p_worker must be 1 to 100 characters');
+  end if;
+  select * into v_settings from campaigns.settings;
+  select * into v_active from campaigns.reconciler_runs where finished_at is null for update;
+  if found then
+    if v_active.lease_expires_at > now() then
+      return jsonb_build_object('run_id', null, 'running_since', v_active.started_at);
+    end if;
+    update campaigns.reconciler_runs set finished_at = now(), error = 'the sweep stopped before it finished (lease expired)'
+    where id = v_active.id;
+  end if;
+  insert into campaigns.reconciler_runs (worker, lease_expires_at)
+  values (p_worker, now() + make_interval(secs => v_settings.reconciler_lease_seconds))
+  returning id into v_id;
+  return jsonb_build_object('run_id', v_id, 'started_at', now());
+end;
+$$;
+
+ALTER FUNCTION campaigns.reconcile_begin(p_worker text) OWNER TO postgres;
+
+--
+-- Name: reconcile_finish(uuid, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.reconcile_finish(p_run_id uuid, p_error text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run campaigns.reconciler_runs;
+  v_threshold integer := (select out_of_sync_alert_threshold from campaigns.settings);
+  v_persistent boolean;
+begin
+  update campaigns.reconciler_runs set
+    finished_at = now(),
+    duration_ms = (extract(epoch from now() - started_at) * 1000)::integer,
+    campaigns_errored = coalesce(campaigns_errored, 0) + case when p_error is null then 0 else 1 end,
+    error = left(p_error, 2000)
+  where id = p_run_id and finished_at is null
+  returning * into v_run;
+  if not found then
+    perform campaigns.refuse('invalid_state', 'this sweep is not running');
+  end if;
+  if p_error is not null then
+    perform integration.raise_alert('campaign_sync_failed', 'reconciler',
+      format('The campaign reconciler failed: %s', left(p_error, 300)),
+      jsonb_build_object('run_id', v_run.id));
+  end if;
+  select count(*) >= 2 and bool_and(campaigns_out_of_sync > v_threshold) into v_persistent
+  from campaigns.reconciler_runs
+  where finished_at is not null and error is null and started_at > now() - interval '10 minutes';
+  if v_persistent then
+    perform integration.raise_alert('campaigns_out_of_sync', 'reconciler',
+      format('%s campaigns were out of sync with n8n in every sweep of the last 10 minutes',
+        v_run.campaigns_out_of_sync),
+      jsonb_build_object('run_id', v_run.id, 'out_of_sync', v_run.campaigns_out_of_sync));
+  end if;
+  return jsonb_build_object('run_id', v_run.id, 'duration_ms', v_run.duration_ms,
+    'checked', v_run.campaigns_checked, 'updated', v_run.campaigns_updated,
+    'errored', v_run.campaigns_errored, 'out_of_sync', v_run.campaigns_out_of_sync,
+    'republished', v_run.campaigns_republished);
+end;
+$$;
+
+ALTER FUNCTION campaigns.reconcile_finish(p_run_id uuid, p_error text) OWNER TO postgres;
+
+--
+-- Name: record_republish(uuid, uuid, boolean, text, text, jsonb); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.record_republish(p_run_id uuid, p_campaign_id uuid, p_ok boolean, p_n8n_status text DEFAULT NULL::text, p_error text DEFAULT NULL::text, p_n8n_response jsonb DEFAULT NULL::jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_campaign campaigns.campaigns;
+begin
+  if not exists (select 1 from campaigns.reconciler_runs where id = p_run_id and finished_at is null) then
+    perform campaigns.refuse('invalid_state', 'this sweep is not running');
+  end if;
+  if p_n8n_status is not null and p_n8n_status not in ('active', 'inactive', 'unknown', 'error', 'deleted') then
+    perform observability.reject('p_n8n_status', 'p_n8n_status must be active, inactive, unknown, error or deleted');
+  end if;
+  select * into v_campaign from campaigns.campaigns where id = p_campaign_id for update;
+  if not found then
+    perform campaigns.refuse('not_found', 'campaign not found');
+  end if;
+  perform campaigns.audit(v_campaign, 'system:reconciler', 'republished', case when p_ok then 'repaired' else 'failed' end,
+    'cron', v_campaign.status, coalesce(p_n8n_status, v_campaign.n8n_status), p_n8n_response,
+    case when not p_ok then 'republish_failed' end,
+    case when p_ok then 'the workflow was not published though the campaign is active; re-published and its trigger verified'
+      else p_error end);
+  update campaigns.campaigns set
+    n8n_status = coalesce(p_n8n_status, n8n_status),
+    sync_error = case when p_ok then null else left(p_error, 2000) end,
+    last_sync_at = now(), sync_source = 'cron', updated_at = now()
+  where id = p_campaign_id;
+  update campaigns.reconciler_runs set
+    campaigns_republished = campaigns_republished + case when p_ok then 1 else 0 end,
+    campaigns_errored = coalesce(campaigns_errored, 0) + case when p_ok then 0 else 1 end
+  where id = p_run_id;
+end;
+$$;
+
+ALTER FUNCTION campaigns.record_republish(p_run_id uuid, p_campaign_id uuid, p_ok boolean, p_n8n_status text, p_error text, p_n8n_response jsonb) OWNER TO postgres;
+
+--
+-- Name: record_sync_failure(text, jsonb, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.record_sync_failure(p_source text, p_payload jsonb, p_error text) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_id uuid;
+begin
+  if p_source is null or p_source not in ('webhook', 'cron') then
+    perform observability.reject('p_source', 'p_source must be webhook or cron');
+  end if;
+  if p_payload is null or jsonb_typeof(p_payload) <> 'object' then
+    perform observability.reject('p_payload', 'p_payload must be a JSON object');
+  end if;
+  insert into campaigns.sync_failures (campaign_id, source, payload, error_message, next_retry_at)
+  values ((select id from campaigns.campaigns where n8n_workflow_id = p_payload ->> 'workflow_id' order by id limit 1),
+    p_source, p_payload, left(p_error, 2000), now() + interval '1 minute')
+  returning id into v_id;
+  return v_id;
+end;
+$$;
+
+ALTER FUNCTION campaigns.record_sync_failure(p_source text, p_payload jsonb, p_error text) OWNER TO postgres;
+
+--
+-- Name: refuse(text, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.refuse(p_code text, p_detail text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  case p_code
+    when 'not_found' then
+      raise exception using errcode = 'PT404', message = 'not_found', detail = p_detail;
+    when 'forbidden' then
+      raise exception using errcode = 'PT403', message = 'forbidden', detail = p_detail;
+    when 'campaign_not_linked' then
+      raise exception using errcode = 'PT400', message = 'campaign_not_linked', detail = p_detail;
+    when 'invalid_state' then
+      raise exception using errcode = 'PT409', message = 'invalid_state', detail = p_detail;
+    when 'idempotency_conflict' then
+      raise exception using errcode = 'PT409', message = 'idempotency_conflict', detail = p_detail;
+    when 'toggle_in_progress' then
+      raise exception using errcode = 'PT409', message = 'toggle_in_progress', detail = p_detail;
+  end case;
+end;
+$$;
+
+ALTER FUNCTION campaigns.refuse(p_code text, p_detail text) OWNER TO postgres;
+
+--
+-- Name: refuse_audit_change(); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.refuse_audit_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  raise exception 'campaign_audit_log is append-only';
+end;
+$$;
+
+ALTER FUNCTION campaigns.refuse_audit_change() OWNER TO postgres;
+
+--
+-- Name: retry_sync_failures(); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.retry_sync_failures() RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_settings campaigns.settings;
+  v_failure campaigns.sync_failures;
+  v_result jsonb;
+  v_resolved integer := 0;
+  v_failed integer := 0;
+begin
+  select * into v_settings from campaigns.settings;
+  for v_failure in
+    select * from campaigns.sync_failures
+    where resolved_at is null and next_retry_at <= now()
+    order by next_retry_at limit 100
+    for update skip locked
+  loop
+    begin
+      -- A retry is not a duplicate of the event it retries.
+      delete from campaigns.workflow_events where event_id = v_failure.payload ->> 'event_id';
+      v_result := campaigns.apply_workflow_event(
+        v_failure.payload ->> 'event_id', v_failure.payload ->> 'workflow_id',
+        v_failure.payload ->> 'workflow_name', (v_failure.payload ->> 'active')::boolean,
+        v_failure.payload ->> 'event_type', (v_failure.payload ->> 'timestamp')::timestamptz,
+        v_failure.payload ->> 'actor', v_failure.source);
+      if (v_result ->> 'queued')::boolean then
+        -- Still locked. Raising undoes the failure apply_workflow_event just
+        -- queued: this one stays the record, backing off.
+        raise exception 'a campaign of the workflow is still locked';
+      end if;
+      update campaigns.sync_failures set resolved_at = now(), retry_count = retry_count + 1 where id = v_failure.id;
+      v_resolved := v_resolved + 1;
+    exception when others then
+      update campaigns.sync_failures set
+        retry_count = retry_count + 1,
+        error_message = left(sqlerrm, 2000),
+        next_retry_at = now() + least(interval '1 hour', make_interval(mins => power(2, least(retry_count, 6))::integer))
+      where id = v_failure.id
+      returning * into v_failure;
+      v_failed := v_failed + 1;
+      if v_failure.retry_count >= v_settings.sync_failure_alert_after and v_failure.alerted_at is null then
+        perform integration.raise_alert('campaign_sync_failed', v_failure.id::text,
+          format('A status change from n8n for workflow %s could not be applied after %s attempts: %s',
+            v_failure.payload ->> 'workflow_id', v_failure.retry_count, left(v_failure.error_message, 300)),
+          jsonb_build_object('sync_failure_id', v_failure.id, 'workflow_id', v_failure.payload ->> 'workflow_id'));
+        update campaigns.sync_failures set alerted_at = now() where id = v_failure.id;
+      end if;
+    end;
+  end loop;
+  delete from campaigns.sync_failures where resolved_at < now() - interval '7 days';
+  delete from campaigns.workflow_events where received_at < now() - interval '7 days';
+  return jsonb_build_object('resolved', v_resolved, 'failed', v_failed);
+end;
+$$;
+
+ALTER FUNCTION campaigns.retry_sync_failures() OWNER TO postgres;
+
+--
+-- Name: settle_request(text, text, integer, jsonb); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.settle_request(p_user_id text, p_key text, p_status integer, p_response jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if p_key is null then
+    return;
+  end if;
+  if p_response is null then
+    delete from campaigns.toggle_requests where user_id = p_user_id and idempotency_key = p_key;
+  else
+    update campaigns.toggle_requests set http_status = p_status, response = p_response
+    where user_id = p_user_id and idempotency_key = p_key;
+  end if;
+end;
+$$;
+
+ALTER FUNCTION campaigns.settle_request(p_user_id text, p_key text, p_status integer, p_response jsonb) OWNER TO postgres;
+
+--
+-- Name: summary(campaigns.campaigns); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.summary(p_campaign campaigns.campaigns) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select jsonb_build_object(
+    'id', p_campaign.id,
+    'workspace_id', p_campaign.workspace_id,
+    'name', p_campaign.name,
+    'status', p_campaign.status,
+    'n8n_workflow_id', p_campaign.n8n_workflow_id,
+    'n8n_workflow_name', p_campaign.n8n_workflow_name,
+    'n8n_status', p_campaign.n8n_status,
+    'version', p_campaign.version,
+    'last_sync_at', p_campaign.last_sync_at,
+    'sync_source', p_campaign.sync_source,
+    'sync_error', p_campaign.sync_error)
+$$;
+
+ALTER FUNCTION campaigns.summary(p_campaign campaigns.campaigns) OWNER TO postgres;
+
+--
+-- Name: toggle_begin(uuid, text, text, text, text, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.toggle_begin(p_campaign_id uuid, p_action text, p_idempotency_key text DEFAULT NULL::text, p_request_hash text DEFAULT NULL::text, p_correlation_id text DEFAULT NULL::text, p_user_id text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_settings campaigns.settings;
+  v_user text := coalesce(campaigns.caller_id(), case when campaigns.is_platform() then p_user_id end);
+  v_campaign campaigns.campaigns;
+  v_request campaigns.toggle_requests;
+  v_target text := campaigns.action_target(p_action);
+  v_publish boolean;
+  v_recent integer;
+  v_oldest timestamptz;
+  v_breaker campaigns.n8n_breaker;
+  v_response jsonb;
+  v_toggle_id uuid := gen_random_uuid();
+begin
+  select * into v_settings from campaigns.settings;
+  if v_target is null then
+    perform observability.reject('action', 'action must be one of activate, deactivate, pause, resume');
+  end if;
+  if v_user is null or length(v_user) > 200 then
+    perform observability.reject('p_user_id', 'the service role must name the user it acts for (1 to 200 characters)');
+  end if;
+  if p_idempotency_key is not null and (length(p_idempotency_key) not between 1 and 255 or p_request_hash is null) then
+    perform observability.reject('x-idempotency-key', 'an idempotency key is 1 to 255 characters, sent with the request hash');
+  end if;
+
+  select * into v_campaign from campaigns.campaigns where id = p_campaign_id for update;
+  if not found or not campaigns.can_read(v_campaign.workspace_id) then
+    perform campaigns.refuse('not_found', 'campaign not found');
+  end if;
+  if not campaigns.can_write(v_campaign.workspace_id) then
+    perform campaigns.refuse('forbidden', 'you may read this campaign but not change it');
+  end if;
+
+  if p_idempotency_key is not null then
+    delete from campaigns.toggle_requests where expires_at < now();
+    select * into v_request from campaigns.toggle_requests
+    where user_id = v_user and idempotency_key = p_idempotency_key;
+    if found then
+      if v_request.request_hash <> p_request_hash then
+        perform campaigns.refuse('idempotency_conflict', 'this idempotency key was used for another request');
+      end if;
+      if v_request.response is null then
+        perform campaigns.refuse('idempotency_conflict', 'the first request with this idempotency key is still in progress');
+      end if;
+      return jsonb_build_object('outcome', 'replay', 'http_status', v_request.http_status, 'response', v_request.response);
+    end if;
+  end if;
+
+  if v_campaign.n8n_workflow_id is null then
+    perform campaigns.refuse('campaign_not_linked', 'the campaign is not linked to an n8n workflow');
+  end if;
+  if v_campaign.status in ('completed', 'archived') then
+    perform campaigns.refuse('invalid_state', format('a %s campaign cannot be toggled', v_campaign.status));
+  end if;
+  if p_action = 'resume' and v_campaign.status not in ('paused', 'active') then
+    perform campaigns.refuse('invalid_state', format('only a paused campaign can be resumed; this one is %s', v_campaign.status));
+  end if;
+  if p_action = 'pause' and v_campaign.status not in ('active', 'paused') then
+    perform campaigns.refuse('invalid_state', format('only an active campaign can be paused; this one is %s', v_campaign.status));
+  end if;
+  if v_campaign.toggle_id is not null and v_campaign.toggle_expires_at > now() then
+    perform campaigns.refuse('toggle_in_progress', 'another toggle of this campaign is in progress');
+  end if;
+
+  -- The rate limit: a sliding minute per user, serialised per user.
+  perform pg_advisory_xact_lock(hashtext('campaigns.toggle:' || v_user));
+  delete from campaigns.toggle_attempts where attempted_at < now() - interval '1 minute';
+  select count(*), min(attempted_at) into v_recent, v_oldest from campaigns.toggle_attempts
+  where user_id = v_user and attempted_at > now() - interval '1 minute';
+  if v_recent >= v_settings.toggles_per_minute then
+    raise exception using errcode = 'PT429', message = 'rate_limited',
+      detail = format('at most %s toggles a minute; retry later', v_settings.toggles_per_minute),
+      hint = greatest(1, ceil(extract(epoch from v_oldest + interval '1 minute' - now())))::integer::text;
+  end if;
+  insert into campaigns.toggle_attempts (user_id) values (v_user);
+  if p_idempotency_key is not null then
+    insert into campaigns.toggle_requests (user_id, idempotency_key, request_hash, expires_at)
+    values (v_user, p_idempotency_key, p_request_hash, now() + make_interval(secs => v_settings.idempotency_seconds));
+  end if;
+
+  v_publish := v_target = 'active';
+  -- Already there, in Supabase and in n8n: nothing to call.
+  if v_campaign.status = v_target and v_campaign.n8n_status = (case when v_publish then 'active' else 'inactive' end) then
+    perform campaigns.audit(v_campaign, v_user, campaigns.action_done(p_action), 'no_op', 'api',
+      v_campaign.status, v_campaign.n8n_status, null, null, null, null, p_correlation_id);
+    v_response := jsonb_build_object('outcome', 'no_op', 'campaign', campaigns.summary(v_campaign));
+    perform campaigns.settle_request(v_user, p_idempotency_key, 200, v_response);
+    return jsonb_build_object('outcome', 'no_op', 'http_status', 200, 'response', v_response);
+  end if;
+
+  select * into v_breaker from campaigns.n8n_breaker;
+  if v_breaker.opened_until > now() then
+    perform campaigns.audit(v_campaign, v_user, campaigns.action_done(p_action), 'failed', 'api',
+      v_campaign.status, v_campaign.n8n_status, null, 'upstream_unavailable',
+      'the n8n circuit breaker is open', null, p_correlation_id);
+    perform campaigns.settle_request(v_user, p_idempotency_key, null, null);
+    return jsonb_build_object('outcome', 'breaker_open',
+      'retry_after_s', greatest(1, ceil(extract(epoch from v_breaker.opened_until - now())))::integer);
+  end if;
+
+  update campaigns.campaigns set
+    toggle_id = v_toggle_id, toggle_action = p_action, toggle_user = v_user,
+    toggle_expires_at = now() + make_interval(secs => v_settings.toggle_lease_seconds),
+    toggle_correlation_id = p_correlation_id
+  where id = v_campaign.id;
+  return jsonb_build_object('outcome', 'proceed', 'toggle_id', v_toggle_id, 'version', v_campaign.version,
+    'workflow_id', v_campaign.n8n_workflow_id, 'publish', v_publish, 'user_id', v_user,
+    'campaign', campaigns.summary(v_campaign));
+end;
+$$;
+
+ALTER FUNCTION campaigns.toggle_begin(p_campaign_id uuid, p_action text, p_idempotency_key text, p_request_hash text, p_correlation_id text, p_user_id text) OWNER TO postgres;
+
+--
+-- Name: toggle_finish(uuid, uuid, integer, text, text, jsonb, text, text, integer, boolean, text, text, text); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text DEFAULT NULL::text, p_n8n_response jsonb DEFAULT NULL::jsonb, p_error_code text DEFAULT NULL::text, p_error_message text DEFAULT NULL::text, p_http_status integer DEFAULT NULL::integer, p_final boolean DEFAULT true, p_idempotency_key text DEFAULT NULL::text, p_workflow_name text DEFAULT NULL::text, p_user_id text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_user text := coalesce(campaigns.caller_id(), case when campaigns.is_platform() then p_user_id end);
+  v_campaign campaigns.campaigns;
+  v_action text;
+  v_target text;
+  v_response jsonb;
+  v_status integer;
+begin
+  if p_outcome is null or p_outcome not in ('changed', 'failed') then
+    perform observability.reject('p_outcome', 'p_outcome must be changed or failed');
+  end if;
+  if p_n8n_status is not null and p_n8n_status not in ('active', 'inactive', 'unknown', 'error', 'deleted') then
+    perform observability.reject('p_n8n_status', 'p_n8n_status must be active, inactive, unknown, error or deleted');
+  end if;
+  select * into v_campaign from campaigns.campaigns where id = p_campaign_id for update;
+  if not found or v_campaign.toggle_id is distinct from p_toggle_id or v_campaign.toggle_user is distinct from v_user then
+    -- Not this caller's toggle (any more): the reconciler settled it, or
+    -- another toggle took the row after this one's lease ran out.
+    if found and campaigns.can_read(v_campaign.workspace_id) then
+      perform campaigns.audit(v_campaign, coalesce(v_user, 'unknown'), 'synced', 'failed', 'api',
+        v_campaign.status, v_campaign.n8n_status, p_n8n_response, 'version_conflict',
+        'the toggle lost its claim on the campaign before it finished', p_toggle_id, null);
+    end if;
+    v_response := jsonb_build_object('error', jsonb_build_object('code', 'version_conflict',
+      'message', 'the campaign changed while the toggle was in progress; reload and retry'));
+    perform campaigns.settle_request(v_user, p_idempotency_key, null, null);
+    return jsonb_build_object('http_status', 409, 'response', v_response);
+  end if;
+  v_action := v_campaign.toggle_action;
+  v_target := campaigns.action_target(v_action);
+
+  if v_campaign.version <> p_version then
+    perform campaigns.audit(v_campaign, v_user, campaigns.action_done(v_action), 'failed', 'api',
+      v_campaign.status, coalesce(p_n8n_status, v_campaign.n8n_status), p_n8n_response, 'version_conflict',
+      format('version %s changed to %s during the toggle', p_version, v_campaign.version), p_toggle_id,
+      v_campaign.toggle_correlation_id);
+    update campaigns.campaigns set toggle_id = null, toggle_action = null, toggle_user = null,
+      toggle_expires_at = null, toggle_correlation_id = null
+    where id = v_campaign.id;
+    v_response := jsonb_build_object('error', jsonb_build_object('code', 'version_conflict',
+      'message', 'the campaign changed while the toggle was in progress; reload and retry'));
+    perform campaigns.settle_request(v_user, p_idempotency_key, null, null);
+    return jsonb_build_object('http_status', 409, 'response', v_response);
+  end if;
+
+  if p_outcome = 'changed' then
+    perform campaigns.audit(v_campaign, v_user, campaigns.action_done(v_action), 'changed', 'api',
+      v_target, p_n8n_status, p_n8n_response, null, null, p_toggle_id, v_campaign.toggle_correlation_id);
+    update campaigns.campaigns set
+      status = v_target,
+      n8n_status = coalesce(p_n8n_status, n8n_status),
+      n8n_workflow_name = coalesce(p_workflow_name, n8n_workflow_name),
+      version = case when status <> v_target then version + 1 else version end,
+      last_status_change_at = case when status <> v_target then now() else last_status_change_at end,
+      last_sync_at = greatest(last_sync_at, now()),
+      sync_source = 'api', sync_error = null,
+      toggle_id = null, toggle_action = null, toggle_user = null, toggle_expires_at = null,
+      toggle_correlation_id = null, updated_at = now()
+    where id = v_campaign.id
+    returning * into v_campaign;
+    -- n8n answered: whatever failures the breaker counted are over. Only a
+    -- breaker with failures is written, so healthy toggles do not queue on it.
+    update campaigns.n8n_breaker set consecutive_failures = 0, opened_until = null, updated_at = now()
+    where consecutive_failures > 0;
+    v_status := 200;
+    v_response := jsonb_build_object('outcome', 'changed', 'campaign', campaigns.summary(v_campaign));
+  else
+    if p_error_code is null or p_http_status is null or p_http_status not between 400 and 599 then
+      perform observability.reject('p_error_code', 'a failed toggle names its error code and HTTP status');
+    end if;
+    perform campaigns.audit(v_campaign, v_user, campaigns.action_done(v_action), 'failed', 'api',
+      v_campaign.status, coalesce(p_n8n_status, v_campaign.n8n_status), p_n8n_response, p_error_code,
+      p_error_message, p_toggle_id, v_campaign.toggle_correlation_id);
+    update campaigns.campaigns set
+      n8n_status = coalesce(p_n8n_status, n8n_status),
+      sync_error = left(p_error_message, 2000),
+      toggle_id = null, toggle_action = null, toggle_user = null, toggle_expires_at = null,
+      toggle_correlation_id = null, updated_at = now()
+    where id = v_campaign.id;
+    v_status := p_http_status;
+    v_response := jsonb_build_object('error', jsonb_build_object('code', p_error_code, 'message', p_error_message));
+  end if;
+  perform campaigns.settle_request(v_user, p_idempotency_key, v_status,
+    case when p_outcome = 'changed' or p_final then v_response end);
+  return jsonb_build_object('http_status', v_status, 'response', v_response);
+end;
+$$;
+
+ALTER FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text) OWNER TO postgres;
+
+--
+-- Name: wake_reconciler(); Type: FUNCTION; Schema: campaigns; Owner: postgres
+--
+
+CREATE FUNCTION campaigns.wake_reconciler() RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select edge.invoke('campaign-sync', jsonb_build_object('reason', 'cron'))
+  where edge.is_configured('campaign-sync')
+    and not exists (select 1 from campaigns.reconciler_runs where finished_at is null and lease_expires_at > now())
+$$;
+
+ALTER FUNCTION campaigns.wake_reconciler() OWNER TO postgres;
 
 --
 -- Name: configure_function(text, text, text); Type: FUNCTION; Schema: edge; Owner: postgres
@@ -760,10 +1750,6 @@ end;
 $$;
 
 ALTER FUNCTION integration.request_router(p_reason text) OWNER TO postgres;
-
-SET default_tablespace = '';
-
-SET default_table_access_method = heap;
 
 --
 -- Name: routes; Type: TABLE; Schema: integration; Owner: postgres
@@ -3222,6 +4208,190 @@ $$;
 ALTER FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer) OWNER TO postgres;
 
 --
+-- Name: campaign_audit_log; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.campaign_audit_log (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    campaign_id uuid NOT NULL,
+    workspace_id uuid NOT NULL,
+    user_id text NOT NULL,
+    action text NOT NULL,
+    outcome text NOT NULL,
+    source text NOT NULL,
+    old_status text,
+    new_status text,
+    n8n_status text,
+    n8n_response jsonb,
+    error_code text,
+    error_message text,
+    toggle_id uuid,
+    correlation_id text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT campaign_audit_log_action_check CHECK ((action = ANY (ARRAY['activated'::text, 'deactivated'::text, 'paused'::text, 'resumed'::text, 'republished'::text, 'synced'::text]))),
+    CONSTRAINT campaign_audit_log_outcome_check CHECK ((outcome = ANY (ARRAY['changed'::text, 'no_op'::text, 'failed'::text, 'repaired'::text, 'abandoned'::text]))),
+    CONSTRAINT campaign_audit_log_source_check CHECK ((source = ANY (ARRAY['api'::text, 'webhook'::text, 'cron'::text])))
+);
+
+ALTER TABLE campaigns.campaign_audit_log OWNER TO postgres;
+
+--
+-- Name: n8n_breaker; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.n8n_breaker (
+    id boolean DEFAULT true NOT NULL,
+    consecutive_failures integer DEFAULT 0 NOT NULL,
+    opened_until timestamp with time zone,
+    last_failure text,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT n8n_breaker_id_check CHECK (id)
+);
+
+ALTER TABLE campaigns.n8n_breaker OWNER TO postgres;
+
+--
+-- Name: reconciler_runs; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.reconciler_runs (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    worker text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_expires_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone,
+    workflows_seen integer,
+    campaigns_checked integer,
+    campaigns_updated integer,
+    campaigns_errored integer,
+    campaigns_out_of_sync integer,
+    campaigns_marked_deleted integer,
+    campaigns_republished integer DEFAULT 0 NOT NULL,
+    toggles_settled integer,
+    duration_ms integer,
+    error text
+);
+
+ALTER TABLE campaigns.reconciler_runs OWNER TO postgres;
+
+--
+-- Name: settings; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.settings (
+    id boolean DEFAULT true NOT NULL,
+    toggles_per_minute integer DEFAULT 10 NOT NULL,
+    idempotency_seconds integer DEFAULT 300 NOT NULL,
+    toggle_lease_seconds integer DEFAULT 60 NOT NULL,
+    breaker_failures integer DEFAULT 3 NOT NULL,
+    breaker_open_seconds integer DEFAULT 30 NOT NULL,
+    reconciler_lease_seconds integer DEFAULT 120 NOT NULL,
+    sync_failure_alert_after integer DEFAULT 5 NOT NULL,
+    out_of_sync_alert_threshold integer DEFAULT 10 NOT NULL,
+    CONSTRAINT settings_breaker_failures_check CHECK (((breaker_failures >= 1) AND (breaker_failures <= 100))),
+    CONSTRAINT settings_breaker_open_seconds_check CHECK (((breaker_open_seconds >= 1) AND (breaker_open_seconds <= 3600))),
+    CONSTRAINT settings_id_check CHECK (id),
+    CONSTRAINT settings_idempotency_seconds_check CHECK (((idempotency_seconds >= 1) AND (idempotency_seconds <= 86400))),
+    CONSTRAINT settings_out_of_sync_alert_threshold_check CHECK ((out_of_sync_alert_threshold >= 0)),
+    CONSTRAINT settings_reconciler_lease_seconds_check CHECK (((reconciler_lease_seconds >= 10) AND (reconciler_lease_seconds <= 3600))),
+    CONSTRAINT settings_sync_failure_alert_after_check CHECK (((sync_failure_alert_after >= 1) AND (sync_failure_alert_after <= 100))),
+    CONSTRAINT settings_toggle_lease_seconds_check CHECK (((toggle_lease_seconds >= 10) AND (toggle_lease_seconds <= 600))),
+    CONSTRAINT settings_toggles_per_minute_check CHECK (((toggles_per_minute >= 1) AND (toggles_per_minute <= 10000)))
+);
+
+ALTER TABLE campaigns.settings OWNER TO postgres;
+
+--
+-- Name: sync_failures; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.sync_failures (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    campaign_id uuid,
+    source text NOT NULL,
+    payload jsonb NOT NULL,
+    error_message text,
+    retry_count integer DEFAULT 0 NOT NULL,
+    next_retry_at timestamp with time zone DEFAULT now() NOT NULL,
+    resolved_at timestamp with time zone,
+    alerted_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sync_failures_source_check CHECK ((source = ANY (ARRAY['webhook'::text, 'cron'::text])))
+);
+
+ALTER TABLE campaigns.sync_failures OWNER TO postgres;
+
+--
+-- Name: toggle_attempts; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.toggle_attempts (
+    user_id text NOT NULL,
+    attempted_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL
+);
+
+ALTER TABLE campaigns.toggle_attempts OWNER TO postgres;
+
+--
+-- Name: toggle_requests; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.toggle_requests (
+    user_id text NOT NULL,
+    idempotency_key text NOT NULL,
+    request_hash text NOT NULL,
+    http_status integer,
+    response jsonb,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT toggle_requests_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255)))
+);
+
+ALTER TABLE campaigns.toggle_requests OWNER TO postgres;
+
+--
+-- Name: workflow_events; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.workflow_events (
+    event_id text NOT NULL,
+    workflow_id text NOT NULL,
+    event_type text NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflow_events_event_id_check CHECK (((length(event_id) >= 1) AND (length(event_id) <= 200)))
+);
+
+ALTER TABLE campaigns.workflow_events OWNER TO postgres;
+
+--
+-- Name: workspace_members; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.workspace_members (
+    workspace_id uuid NOT NULL,
+    user_id text NOT NULL,
+    role text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workspace_members_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'editor'::text, 'owner'::text]))),
+    CONSTRAINT workspace_members_user_id_check CHECK (((length(user_id) >= 1) AND (length(user_id) <= 200)))
+);
+
+ALTER TABLE campaigns.workspace_members OWNER TO postgres;
+
+--
+-- Name: workspaces; Type: TABLE; Schema: campaigns; Owner: postgres
+--
+
+CREATE TABLE campaigns.workspaces (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workspaces_name_check CHECK (((length(name) >= 1) AND (length(name) <= 200)))
+);
+
+ALTER TABLE campaigns.workspaces OWNER TO postgres;
+
+--
 -- Name: functions; Type: TABLE; Schema: edge; Owner: postgres
 --
 
@@ -3976,6 +5146,76 @@ UNION ALL
 ALTER TABLE ops.trace_rows OWNER TO postgres;
 
 --
+-- Name: campaign_audit_log campaign_audit_log_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.campaign_audit_log
+    ADD CONSTRAINT campaign_audit_log_pkey PRIMARY KEY (id);
+
+--
+-- Name: campaigns campaigns_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.campaigns
+    ADD CONSTRAINT campaigns_pkey PRIMARY KEY (id);
+
+--
+-- Name: n8n_breaker n8n_breaker_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.n8n_breaker
+    ADD CONSTRAINT n8n_breaker_pkey PRIMARY KEY (id);
+
+--
+-- Name: reconciler_runs reconciler_runs_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.reconciler_runs
+    ADD CONSTRAINT reconciler_runs_pkey PRIMARY KEY (id);
+
+--
+-- Name: settings settings_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.settings
+    ADD CONSTRAINT settings_pkey PRIMARY KEY (id);
+
+--
+-- Name: sync_failures sync_failures_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.sync_failures
+    ADD CONSTRAINT sync_failures_pkey PRIMARY KEY (id);
+
+--
+-- Name: toggle_requests toggle_requests_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.toggle_requests
+    ADD CONSTRAINT toggle_requests_pkey PRIMARY KEY (user_id, idempotency_key);
+
+--
+-- Name: workflow_events workflow_events_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.workflow_events
+    ADD CONSTRAINT workflow_events_pkey PRIMARY KEY (event_id);
+
+--
+-- Name: workspace_members workspace_members_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.workspace_members
+    ADD CONSTRAINT workspace_members_pkey PRIMARY KEY (workspace_id, user_id);
+
+--
+-- Name: workspaces workspaces_pkey; Type: CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.workspaces
+    ADD CONSTRAINT workspaces_pkey PRIMARY KEY (id);
+
+--
 -- Name: functions functions_pkey; Type: CONSTRAINT; Schema: edge; Owner: postgres
 --
 
@@ -4193,6 +5433,60 @@ ALTER TABLE ONLY ops.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (singleton);
 
 --
+-- Name: campaign_audit_log_campaign; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX campaign_audit_log_campaign ON campaigns.campaign_audit_log USING btree (campaign_id, created_at DESC);
+
+--
+-- Name: campaigns_n8n_workflow; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX campaigns_n8n_workflow ON campaigns.campaigns USING btree (n8n_workflow_id);
+
+--
+-- Name: campaigns_workspace_name; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX campaigns_workspace_name ON campaigns.campaigns USING btree (workspace_id, name, id);
+
+--
+-- Name: campaigns_workspace_status; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX campaigns_workspace_status ON campaigns.campaigns USING btree (workspace_id, status);
+
+--
+-- Name: reconciler_runs_one_active; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE UNIQUE INDEX reconciler_runs_one_active ON campaigns.reconciler_runs USING btree ((true)) WHERE (finished_at IS NULL);
+
+--
+-- Name: reconciler_runs_started; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX reconciler_runs_started ON campaigns.reconciler_runs USING btree (started_at DESC);
+
+--
+-- Name: sync_failures_due; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX sync_failures_due ON campaigns.sync_failures USING btree (next_retry_at) WHERE (resolved_at IS NULL);
+
+--
+-- Name: toggle_attempts_user; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX toggle_attempts_user ON campaigns.toggle_attempts USING btree (user_id, attempted_at);
+
+--
+-- Name: workspace_members_user; Type: INDEX; Schema: campaigns; Owner: postgres
+--
+
+CREATE INDEX workspace_members_user ON campaigns.workspace_members USING btree (user_id);
+
+--
 -- Name: event_log_correlation_id_idx; Type: INDEX; Schema: integration; Owner: postgres
 --
 
@@ -4367,6 +5661,18 @@ CREATE INDEX runs_leased_idx ON ops.runs USING btree (lease_expires_at) WHERE (l
 CREATE INDEX runs_project_env_idx ON ops.runs USING btree (project_id, env, queued_at DESC);
 
 --
+-- Name: campaign_audit_log campaign_audit_log_append_only; Type: TRIGGER; Schema: campaigns; Owner: postgres
+--
+
+CREATE TRIGGER campaign_audit_log_append_only BEFORE DELETE OR UPDATE ON campaigns.campaign_audit_log FOR EACH ROW EXECUTE FUNCTION campaigns.refuse_audit_change();
+
+--
+-- Name: campaign_audit_log campaign_audit_log_no_truncate; Type: TRIGGER; Schema: campaigns; Owner: postgres
+--
+
+CREATE TRIGGER campaign_audit_log_no_truncate BEFORE TRUNCATE ON campaigns.campaign_audit_log FOR EACH STATEMENT EXECUTE FUNCTION campaigns.refuse_audit_change();
+
+--
 -- Name: event_log event_log_append_only; Type: TRIGGER; Schema: integration; Owner: postgres
 --
 
@@ -4425,6 +5731,27 @@ CREATE TRIGGER run_events_no_truncate BEFORE TRUNCATE ON ops.run_events FOR EACH
 --
 
 CREATE TRIGGER runs_trigger_runner AFTER INSERT OR UPDATE OF status ON ops.runs FOR EACH ROW EXECUTE FUNCTION ops.trigger_runner();
+
+--
+-- Name: campaigns campaigns_workspace_id_fkey; Type: FK CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.campaigns
+    ADD CONSTRAINT campaigns_workspace_id_fkey FOREIGN KEY (workspace_id) REFERENCES campaigns.workspaces(id) ON DELETE CASCADE;
+
+--
+-- Name: sync_failures sync_failures_campaign_id_fkey; Type: FK CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.sync_failures
+    ADD CONSTRAINT sync_failures_campaign_id_fkey FOREIGN KEY (campaign_id) REFERENCES campaigns.campaigns(id) ON DELETE SET NULL;
+
+--
+-- Name: workspace_members workspace_members_workspace_id_fkey; Type: FK CONSTRAINT; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE ONLY campaigns.workspace_members
+    ADD CONSTRAINT workspace_members_workspace_id_fkey FOREIGN KEY (workspace_id) REFERENCES campaigns.workspaces(id) ON DELETE CASCADE;
 
 --
 -- Name: job_runs job_runs_job_id_fkey; Type: FK CONSTRAINT; Schema: observability; Owner: postgres
@@ -4502,6 +5829,120 @@ ALTER TABLE ONLY ops.runs
 
 ALTER TABLE ONLY ops.runs
     ADD CONSTRAINT runs_rollback_of_fkey FOREIGN KEY (rollback_of) REFERENCES ops.runs(run_id);
+
+--
+-- Name: campaign_audit_log audit_member_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY audit_member_read ON campaigns.campaign_audit_log FOR SELECT TO authenticated USING (( SELECT campaigns.can_read(campaign_audit_log.workspace_id) AS can_read));
+
+--
+-- Name: campaign_audit_log; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.campaign_audit_log ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: campaigns; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.campaigns ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: campaigns campaigns_member_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY campaigns_member_read ON campaigns.campaigns FOR SELECT TO authenticated USING (( SELECT campaigns.can_read(campaigns.workspace_id) AS can_read));
+
+--
+-- Name: n8n_breaker; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.n8n_breaker ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: n8n_breaker n8n_breaker_operator_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY n8n_breaker_operator_read ON campaigns.n8n_breaker FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: reconciler_runs; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.reconciler_runs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: reconciler_runs reconciler_runs_operator_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY reconciler_runs_operator_read ON campaigns.reconciler_runs FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: settings; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.settings ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: settings settings_operator_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY settings_operator_read ON campaigns.settings FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: sync_failures; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.sync_failures ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sync_failures sync_failures_operator_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY sync_failures_operator_read ON campaigns.sync_failures FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: toggle_attempts; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.toggle_attempts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: toggle_requests; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.toggle_requests ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: workflow_events; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.workflow_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: workspace_members; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.workspace_members ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: workspace_members workspace_members_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY workspace_members_read ON campaigns.workspace_members FOR SELECT TO authenticated USING (((user_id = ( SELECT campaigns.caller_id() AS caller_id)) OR ( SELECT campaigns.can_read(workspace_members.workspace_id) AS can_read)));
+
+--
+-- Name: workspaces; Type: ROW SECURITY; Schema: campaigns; Owner: postgres
+--
+
+ALTER TABLE campaigns.workspaces ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: workspaces workspaces_member_read; Type: POLICY; Schema: campaigns; Owner: postgres
+--
+
+CREATE POLICY workspaces_member_read ON campaigns.workspaces FOR SELECT TO authenticated USING (( SELECT campaigns.can_read(workspaces.id) AS can_read));
 
 --
 -- Name: functions; Type: ROW SECURITY; Schema: edge; Owner: postgres
@@ -4768,6 +6209,13 @@ ALTER TABLE ops.settings ENABLE ROW LEVEL SECURITY;
 CREATE POLICY settings_operator_read ON ops.settings FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
 
 --
+-- Name: SCHEMA campaigns; Type: ACL; Schema: -; Owner: postgres
+--
+
+GRANT USAGE ON SCHEMA campaigns TO authenticated;
+GRANT USAGE ON SCHEMA campaigns TO service_role;
+
+--
 -- Name: SCHEMA integration; Type: ACL; Schema: -; Owner: postgres
 --
 
@@ -4787,6 +6235,188 @@ GRANT USAGE ON SCHEMA observability TO service_role;
 
 GRANT USAGE ON SCHEMA ops TO authenticated;
 GRANT USAGE ON SCHEMA ops TO service_role;
+
+--
+-- Name: FUNCTION action_done(p_action text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.action_done(p_action text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.action_done(p_action text) TO service_role;
+
+--
+-- Name: FUNCTION action_target(p_action text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.action_target(p_action text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.action_target(p_action text) TO service_role;
+
+--
+-- Name: FUNCTION apply_workflow_event(p_event_id text, p_workflow_id text, p_workflow_name text, p_active boolean, p_event_type text, p_occurred_at timestamp with time zone, p_actor text, p_source text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.apply_workflow_event(p_event_id text, p_workflow_id text, p_workflow_name text, p_active boolean, p_event_type text, p_occurred_at timestamp with time zone, p_actor text, p_source text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.apply_workflow_event(p_event_id text, p_workflow_id text, p_workflow_name text, p_active boolean, p_event_type text, p_occurred_at timestamp with time zone, p_actor text, p_source text) TO service_role;
+
+--
+-- Name: TABLE campaigns; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.campaigns TO service_role;
+GRANT SELECT ON TABLE campaigns.campaigns TO authenticated;
+
+--
+-- Name: FUNCTION audit(p_campaign campaigns.campaigns, p_user_id text, p_action text, p_outcome text, p_source text, p_new_status text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_toggle_id uuid, p_correlation_id text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.audit(p_campaign campaigns.campaigns, p_user_id text, p_action text, p_outcome text, p_source text, p_new_status text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_toggle_id uuid, p_correlation_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.audit(p_campaign campaigns.campaigns, p_user_id text, p_action text, p_outcome text, p_source text, p_new_status text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_toggle_id uuid, p_correlation_id text) TO service_role;
+
+--
+-- Name: FUNCTION breaker_record(p_ok boolean, p_failure text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.breaker_record(p_ok boolean, p_failure text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.breaker_record(p_ok boolean, p_failure text) TO service_role;
+
+--
+-- Name: FUNCTION breaker_state(); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.breaker_state() FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.breaker_state() TO service_role;
+
+--
+-- Name: FUNCTION caller_id(); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.caller_id() FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.caller_id() TO service_role;
+GRANT ALL ON FUNCTION campaigns.caller_id() TO authenticated;
+
+--
+-- Name: FUNCTION can_read(p_workspace_id uuid); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.can_read(p_workspace_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.can_read(p_workspace_id uuid) TO service_role;
+GRANT ALL ON FUNCTION campaigns.can_read(p_workspace_id uuid) TO authenticated;
+
+--
+-- Name: FUNCTION can_write(p_workspace_id uuid); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.can_write(p_workspace_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.can_write(p_workspace_id uuid) TO service_role;
+GRANT ALL ON FUNCTION campaigns.can_write(p_workspace_id uuid) TO authenticated;
+
+--
+-- Name: FUNCTION is_platform(); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.is_platform() FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.is_platform() TO service_role;
+GRANT ALL ON FUNCTION campaigns.is_platform() TO authenticated;
+
+--
+-- Name: FUNCTION member_role(p_workspace_id uuid); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.member_role(p_workspace_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.member_role(p_workspace_id uuid) TO service_role;
+GRANT ALL ON FUNCTION campaigns.member_role(p_workspace_id uuid) TO authenticated;
+
+--
+-- Name: FUNCTION reconcile_apply(p_run_id uuid, p_observed_at timestamp with time zone, p_workflows jsonb); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.reconcile_apply(p_run_id uuid, p_observed_at timestamp with time zone, p_workflows jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.reconcile_apply(p_run_id uuid, p_observed_at timestamp with time zone, p_workflows jsonb) TO service_role;
+
+--
+-- Name: FUNCTION reconcile_begin(p_worker text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.reconcile_begin(p_worker text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.reconcile_begin(p_worker text) TO service_role;
+
+--
+-- Name: FUNCTION reconcile_finish(p_run_id uuid, p_error text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.reconcile_finish(p_run_id uuid, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.reconcile_finish(p_run_id uuid, p_error text) TO service_role;
+
+--
+-- Name: FUNCTION record_republish(p_run_id uuid, p_campaign_id uuid, p_ok boolean, p_n8n_status text, p_error text, p_n8n_response jsonb); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.record_republish(p_run_id uuid, p_campaign_id uuid, p_ok boolean, p_n8n_status text, p_error text, p_n8n_response jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.record_republish(p_run_id uuid, p_campaign_id uuid, p_ok boolean, p_n8n_status text, p_error text, p_n8n_response jsonb) TO service_role;
+
+--
+-- Name: FUNCTION record_sync_failure(p_source text, p_payload jsonb, p_error text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.record_sync_failure(p_source text, p_payload jsonb, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.record_sync_failure(p_source text, p_payload jsonb, p_error text) TO service_role;
+
+--
+-- Name: FUNCTION refuse(p_code text, p_detail text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.refuse(p_code text, p_detail text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.refuse(p_code text, p_detail text) TO service_role;
+
+--
+-- Name: FUNCTION refuse_audit_change(); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.refuse_audit_change() FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.refuse_audit_change() TO service_role;
+
+--
+-- Name: FUNCTION retry_sync_failures(); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.retry_sync_failures() FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.retry_sync_failures() TO service_role;
+
+--
+-- Name: FUNCTION settle_request(p_user_id text, p_key text, p_status integer, p_response jsonb); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.settle_request(p_user_id text, p_key text, p_status integer, p_response jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.settle_request(p_user_id text, p_key text, p_status integer, p_response jsonb) TO service_role;
+
+--
+-- Name: FUNCTION summary(p_campaign campaigns.campaigns); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.summary(p_campaign campaigns.campaigns) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.summary(p_campaign campaigns.campaigns) TO service_role;
+
+--
+-- Name: FUNCTION toggle_begin(p_campaign_id uuid, p_action text, p_idempotency_key text, p_request_hash text, p_correlation_id text, p_user_id text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.toggle_begin(p_campaign_id uuid, p_action text, p_idempotency_key text, p_request_hash text, p_correlation_id text, p_user_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.toggle_begin(p_campaign_id uuid, p_action text, p_idempotency_key text, p_request_hash text, p_correlation_id text, p_user_id text) TO service_role;
+GRANT ALL ON FUNCTION campaigns.toggle_begin(p_campaign_id uuid, p_action text, p_idempotency_key text, p_request_hash text, p_correlation_id text, p_user_id text) TO authenticated;
+
+--
+-- Name: FUNCTION toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text) TO service_role;
+GRANT ALL ON FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text) TO authenticated;
+
+--
+-- Name: FUNCTION wake_reconciler(); Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION campaigns.wake_reconciler() FROM PUBLIC;
+GRANT ALL ON FUNCTION campaigns.wake_reconciler() TO service_role;
 
 --
 -- Name: FUNCTION configure_function(p_name text, p_url text, p_invocation_token text); Type: ACL; Schema: edge; Owner: postgres
@@ -5462,6 +7092,73 @@ GRANT ALL ON FUNCTION ops.wake_runner_if_due(p_reason text) TO service_role;
 
 REVOKE ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION ops.yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer) TO service_role;
+
+--
+-- Name: TABLE campaign_audit_log; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.campaign_audit_log TO service_role;
+GRANT SELECT ON TABLE campaigns.campaign_audit_log TO authenticated;
+
+--
+-- Name: TABLE n8n_breaker; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.n8n_breaker TO service_role;
+GRANT SELECT ON TABLE campaigns.n8n_breaker TO authenticated;
+
+--
+-- Name: TABLE reconciler_runs; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.reconciler_runs TO service_role;
+GRANT SELECT ON TABLE campaigns.reconciler_runs TO authenticated;
+
+--
+-- Name: TABLE settings; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.settings TO service_role;
+GRANT SELECT ON TABLE campaigns.settings TO authenticated;
+
+--
+-- Name: TABLE sync_failures; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.sync_failures TO service_role;
+GRANT SELECT ON TABLE campaigns.sync_failures TO authenticated;
+
+--
+-- Name: TABLE toggle_attempts; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.toggle_attempts TO service_role;
+
+--
+-- Name: TABLE toggle_requests; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.toggle_requests TO service_role;
+
+--
+-- Name: TABLE workflow_events; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.workflow_events TO service_role;
+
+--
+-- Name: TABLE workspace_members; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.workspace_members TO service_role;
+GRANT SELECT ON TABLE campaigns.workspace_members TO authenticated;
+
+--
+-- Name: TABLE workspaces; Type: ACL; Schema: campaigns; Owner: postgres
+--
+
+GRANT ALL ON TABLE campaigns.workspaces TO service_role;
+GRANT SELECT ON TABLE campaigns.workspaces TO authenticated;
 
 --
 -- Name: TABLE alert_policy; Type: ACL; Schema: integration; Owner: postgres

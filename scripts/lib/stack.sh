@@ -45,7 +45,8 @@ as_postgres() {
 # ---------------------------------------------------------------- installs
 
 install_apt_packages() {
-  local wanted=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk openssl curl)
+  # chromium: the dashboard's browser tests (driven by playwright-core).
+  local wanted=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk openssl curl chromium)
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -160,6 +161,9 @@ ensure_secrets() {
     add_secret OPS_RUNNER_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
     # The runner's token for GitHub's API; locally the GitHub stand-in's.
     add_secret OPS_RUNNER_GITHUB_TOKEN "ghs_local$(openssl rand -hex 18)"
+    # What n8n's status hooks sign their reports with (x-n8n-signature).
+    add_secret N8N_STATUS_WEBHOOK_SECRET "$(openssl rand -hex 32)"
+    add_secret CAMPAIGN_SYNC_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
   )
   [ $had_file -eq 1 ] || step "Generated local secrets in $SECRETS"
 }
@@ -202,6 +206,9 @@ OPS_RUNNER_GITHUB_TOKEN=$OPS_RUNNER_GITHUB_TOKEN
 MATTERMOST_URL=http://127.0.0.1:$MATTERMOST_PORT
 MATTERMOST_STANDIN_PORT=$MATTERMOST_PORT
 GITHUB_STANDIN_URL=http://127.0.0.1:$GITHUB_PORT
+N8N_STATUS_WEBHOOK_SECRET=$N8N_STATUS_WEBHOOK_SECRET
+CAMPAIGN_SYNC_INVOCATION_TOKEN=$CAMPAIGN_SYNC_INVOCATION_TOKEN
+DASHBOARD_URL=http://127.0.0.1:$API_PORT/functions/v1/campaign-dashboard/
 EOF
 }
 
@@ -295,6 +302,8 @@ apply_local_config() {
     -v ops_runner_url="http://127.0.0.1:$API_PORT/functions/v1/ops-runner" \
     -v ops_runner_token="$OPS_RUNNER_INVOCATION_TOKEN" \
     -v github_url="http://127.0.0.1:$GITHUB_PORT" \
+    -v campaign_sync_url="http://127.0.0.1:$API_PORT/functions/v1/campaign-sync" \
+    -v campaign_sync_token="$CAMPAIGN_SYNC_INVOCATION_TOKEN" \
     -v n8n_url="http://127.0.0.1:$N8N_PORT" \
     -v handler_secret="$N8N_HANDLER_SIGNING_SECRET" \
     -f "$ROOT/scripts/local/seed.sql" >/dev/null
@@ -324,7 +333,7 @@ start_postgrest() {
   load_secrets
   step "Starting PostgREST on 127.0.0.1:$POSTGREST_PORT"
   PGRST_DB_URI="postgresql://authenticator:$AUTHENTICATOR_PASSWORD@127.0.0.1:$DB_PORT/postgres" \
-  PGRST_DB_SCHEMAS="public,integration,observability,ops" \
+  PGRST_DB_SCHEMAS="public,integration,observability,ops,campaigns" \
   PGRST_DB_ANON_ROLE=anon \
   PGRST_JWT_SECRET="$JWT_SECRET" \
   PGRST_DB_POOL=32 \
@@ -414,6 +423,9 @@ start_n8n() {
   SUPABASE_URL="http://127.0.0.1:$API_PORT" SUPABASE_KEY="$SUPABASE_SERVICE_ROLE_KEY" \
   VERCEL_DEPLOY_HOOK_URL="http://127.0.0.1:$MATTERMOST_PORT/hooks/vercel-deploy" \
   DO_SPACES_UPLOAD_URL="http://127.0.0.1:$MATTERMOST_PORT/hooks/do-spaces" DO_SPACES_BUCKET=odoo-backups \
+  EXTERNAL_HOOK_FILES="$ROOT/n8n/hooks/switchyard-status.js" \
+  SWITCHYARD_STATUS_WEBHOOK_URL="http://127.0.0.1:$API_PORT/functions/v1/n8n-status-webhook" \
+  SWITCHYARD_STATUS_WEBHOOK_SECRET="$N8N_STATUS_WEBHOOK_SECRET" \
     setsid node "$N8N_HOME/node_modules/n8n/bin/n8n" start >>"$STATE/n8n.log" 2>&1 </dev/null &
   echo $! > "$(pid_file n8n)"
   local deadline=$((SECONDS + 120))
@@ -424,7 +436,16 @@ start_n8n() {
   done
   step "Provisioning the n8n owner, API key, handler and control-plane workflows"
   node "$ROOT/scripts/local/n8n-provision.mjs" \
-    "http://127.0.0.1:$N8N_PORT" "$N8N_OWNER_PASSWORD" "$STATE/n8n/api-key" "$ROOT/n8n/workflows/integration"
+    "http://127.0.0.1:$N8N_PORT" "$N8N_OWNER_PASSWORD" "$STATE/n8n/api-key" "$ROOT/n8n/workflows/integration" \
+    "$STATE/n8n/campaign-workflows.json"
+  seed_campaigns
+}
+
+# The demo workspaces, users and campaigns (scripts/local/campaigns.sql),
+# linked to the campaign workflows provisioning just created in n8n.
+seed_campaigns() {
+  psql_admin -v workflows="$(cat "$STATE/n8n/campaign-workflows.json")" \
+    -f "$ROOT/scripts/local/campaigns.sql" >/dev/null
 }
 
 # ---------------------------------------------------------------- functions
@@ -444,6 +465,7 @@ build_functions() {
   for name in ${*:-$(function_names)}; do
     dir="$ROOT/functions/$name"
     [ -d "$dir" ] || die "no function named $name"
+    [ -d "$dir/web" ] && build_web_assets "$dir"
     out="$dir/build/index_bg.wasm"
     if [ -f "$out" ] && [ -z "$(find "$dir/src" "$dir/Cargo.toml" "$ROOT/shared/src" "$ROOT/shared/Cargo.toml" \
          "$ROOT/Cargo.lock" -newer "$out" -print -quit 2>/dev/null)" ]; then
@@ -455,6 +477,20 @@ build_functions() {
     [ -f "$out" ] || die "worker-build produced no $out"
     note "$name: $(stat -c %s "$out") bytes wasm, $(gzip -c "$out" | wc -c) gzipped"
   done
+}
+
+# A function's static assets (the dashboard): web/ -> build/web/, its
+# app.js bundled with its imports (supabase-js) by the cached esbuild.
+build_web_assets() { # function dir
+  local dir="$1" out="$1/build/web"
+  if [ -f "$out/app.js" ] && [ -z "$(find "$dir/web" "$ROOT/scripts/tooling/package-lock.json" -newer "$out/app.js" -print -quit)" ]; then
+    return 0
+  fi
+  note "$(basename "$dir"): bundling web/ with esbuild"
+  mkdir -p "$out"
+  (cd "$ROOT" && "$ESBUILD_BIN" "$dir/web/app.js" --bundle --format=esm --minify --log-level=warning \
+    --outfile="$out/app.js") || die "bundling $dir/web/app.js failed"
+  find "$dir/web" -maxdepth 1 -type f ! -name '*.js' -exec cp {} "$out/" \;
 }
 
 capnp_text() { # escape a value for a capnp string literal
@@ -482,6 +518,17 @@ write_workerd_config() {
     while IFS='=' read -r key value; do
       bindings+="      (name = \"$key\", text = \"$(capnp_text "$value")\"),"$'\n'
     done < <(grep "^${prefix}[A-Z0-9_]*=" "$ROOT/scripts/local/functions.env" || true)
+    # The seed's n8n settings, for the functions that call n8n's API.
+    if grep -q 'n8n::Settings' "$ROOT/functions/$name/src/"*.rs && [ -f "$STATE/n8n/api-key" ]; then
+      bindings+="      (name = \"N8N_API_URL\", text = \"http://127.0.0.1:$N8N_PORT/api/v1\"),"$'\n'
+      bindings+="      (name = \"N8N_API_KEY\", text = \"$(capnp_text "$(cat "$STATE/n8n/api-key")")\"),"$'\n'
+    fi
+    # Static assets: Workers serves them from the ASSETS binding; here a
+    # read-only disk service does.
+    if [ -d "$ROOT/functions/$name/web" ]; then
+      bindings+="      (name = \"ASSETS\", service = \"${ident}_assets\"),"$'\n'
+      services+="    (name = \"${ident}_assets\", disk = (path = \"$ROOT/functions/$name/build/web\")),"$'\n'
+    fi
     workers+="const $const :Workerd.Worker = (
   modules = [
     (name = \"shim.js\", esModule = embed \"../functions/$name/build/index.js\"),
@@ -540,7 +587,7 @@ workerd_stale() {
   local pf
   pf=$(pid_file workerd)
   [ -n "$(find "$WORKERD_CONFIG" "$ROOT/scripts/local/gateway.js" "$ROOT/scripts/local/egress.js" \
-    "$ROOT"/functions/*/build/index_bg.wasm \
+    "$ROOT"/functions/*/build/index_bg.wasm "$ROOT"/functions/*/build/web \
     -newer "$pf" -print -quit 2>/dev/null)" ]
 }
 

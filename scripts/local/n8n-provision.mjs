@@ -5,11 +5,15 @@
 // workflow per file), all activated. Idempotent: existing workflows of the
 // same name are replaced with the files' current text.
 //
-//   node n8n-provision.mjs <n8n url> <owner password> <api key file> <workflows dir>
+//   node n8n-provision.mjs <n8n url> <owner password> <api key file> <workflows dir> [campaign ids file]
+//
+// It also makes sure the demo campaigns' workflows exist (created once, kept
+// with their publication state across runs) and writes their ids, by slug,
+// to the campaign ids file for scripts/local/campaigns.sql.
 import { readFileSync, writeFileSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
-const [base, password, keyFile, workflowsDir] = process.argv.slice(2);
+const [base, password, keyFile, workflowsDir, campaignIdsFile] = process.argv.slice(2);
 if (!workflowsDir) {
   console.error("usage: n8n-provision.mjs <n8n url> <owner password> <api key file> <workflows dir>");
   process.exit(2);
@@ -126,4 +130,44 @@ for (const file of readdirSync(controlPlane).filter((f) => f.endsWith(".json")).
   const schedule = workflow.nodes.find((n) => n.type === "n8n-nodes-base.scheduleTrigger");
   await install(workflow, workflow.name, webhook ? answers(webhook.parameters.path, 422) : async () => true);
   console.log(`    ${workflow.name} live ${webhook ? `at /webhook/${webhook.parameters.path}` : `(${schedule.name})`}`);
+}
+
+// The demo campaigns' workflows: a webhook trigger each (so they can be
+// published), and one without any trigger, which n8n refuses to publish.
+if (campaignIdsFile) {
+  const CAMPAIGNS = {
+    "black-friday": "Black Friday",
+    newsletter: "Weekly newsletter",
+    "win-back": "Win-back",
+    "globex-onboarding": "Globex onboarding",
+    "broken-draft": "Broken draft (no trigger)",
+  };
+  const ids = {};
+  for (const [slug, title] of Object.entries(CAMPAIGNS)) {
+    const name = `campaign: ${title}`;
+    const found = existing.find((w) => w.name === name && !w.isArchived);
+    if (found) {
+      ids[slug] = found.id;
+      continue;
+    }
+    const nodes =
+      slug === "broken-draft"
+        ? [{ id: "set", name: "Draft", type: "n8n-nodes-base.noOp", typeVersion: 1, position: [0, 0], parameters: {} }]
+        : [
+            {
+              id: "webhook",
+              name: "Campaign webhook",
+              type: "n8n-nodes-base.webhook",
+              typeVersion: 2,
+              position: [0, 0],
+              webhookId: `c4a3e7d0-0000-4000-8000-${Buffer.from(slug).toString("hex").padEnd(12, "0").slice(0, 12)}`,
+              parameters: { path: `campaign-${slug}`, httpMethod: "POST" },
+            },
+          ];
+    const created = await api("/workflows", { method: "POST", body: { name, nodes, connections: {}, settings: {} } });
+    if (created.status !== 200) throw new Error(`creating ${name} failed: HTTP ${created.status} ${created.text}`);
+    ids[slug] = created.json.id;
+  }
+  writeFileSync(campaignIdsFile, JSON.stringify(ids) + "\n");
+  console.log(`    ${Object.keys(ids).length} demo campaign workflows (ids in ${campaignIdsFile})`);
 }

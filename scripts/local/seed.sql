@@ -3,7 +3,8 @@
 -- point the database at the router (with the router's invocation token, never
 -- the service role key), and add routes.
 -- psql variables: router_url, router_token, n8n_url, handler_secret, health_check_url,
--- health_check_token, mattermost_url, ops_runner_url, ops_runner_token, github_url.
+-- health_check_token, mattermost_url, ops_runner_url, ops_runner_token, github_url,
+-- campaign_sync_url, campaign_sync_token.
 
 select integration.configure_router(:'router_url', :'router_token');
 
@@ -58,3 +59,7 @@ on conflict (project_id) do update set
   phases = excluded.phases,
   protected_envs = excluded.protected_envs,
   updated_at = now();
+
+-- The campaign reconciler, which pg_cron invokes every 5 minutes (with its
+-- own invocation token).
+select edge.configure_function('campaign-sync', :'campaign_sync_url', :'campaign_sync_token');

@@ -33,6 +33,28 @@ pub enum ErrorCode {
     /// The resource is in a state that does not allow this change (SQL
     /// `invalid_state`): approving a run that is not awaiting approval.
     InvalidState,
+    /// No such resource, or one the caller may not see (they look the same).
+    NotFound,
+    /// A campaign with no n8n workflow to toggle.
+    CampaignNotLinked,
+    /// Too many requests from this caller; `Retry-After` says when to retry.
+    RateLimited,
+    /// Another toggle of the same campaign has not finished.
+    ToggleInProgress,
+    /// The resource changed between reading and writing it.
+    VersionConflict,
+    /// n8n does not know the workflow (or does not share it with our key).
+    WorkflowNotFound,
+    /// n8n refused the change: a workflow without a trigger, or with node
+    /// configuration issues.
+    WorkflowRejected,
+    /// n8n refused the change because it conflicts with another workflow
+    /// (a webhook path already in use).
+    WorkflowConflict,
+    /// An upstream (n8n) failed or refused our credentials.
+    UpstreamFailed,
+    /// An upstream (n8n) did not answer in time, retries included.
+    UpstreamTimeout,
     UpstreamUnavailable,
     #[strum(serialize = "server_misconfigured")]
     Misconfigured,
@@ -53,17 +75,29 @@ impl ErrorCode {
         match self {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::MissingHeader | ErrorCode::InvalidHeader | ErrorCode::InvalidJson => 400,
+            ErrorCode::MissingHeader
+            | ErrorCode::InvalidHeader
+            | ErrorCode::InvalidJson
+            | ErrorCode::CampaignNotLinked => 400,
             ErrorCode::TimestampOutOfWindow
             | ErrorCode::InvalidSignature
             | ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::ValidationFailed => 422,
+            ErrorCode::NotFound => 404,
+            ErrorCode::ValidationFailed
+            | ErrorCode::WorkflowNotFound
+            | ErrorCode::WorkflowRejected => 422,
             ErrorCode::IdempotencyConflict
             | ErrorCode::ReplayedRequest
             | ErrorCode::StaleLease
-            | ErrorCode::InvalidState => 409,
+            | ErrorCode::InvalidState
+            | ErrorCode::ToggleInProgress
+            | ErrorCode::VersionConflict
+            | ErrorCode::WorkflowConflict => 409,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::UpstreamFailed => 502,
             ErrorCode::UpstreamUnavailable => 503,
+            ErrorCode::UpstreamTimeout => 504,
             ErrorCode::Misconfigured | ErrorCode::Internal => 500,
         }
     }
@@ -89,6 +123,9 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// What went wrong inside, for the request's log line only; never sent.
     pub cause: Option<String>,
+    /// `Retry-After` seconds when known better than the code's default
+    /// (a rate limit's window, an open circuit breaker).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -98,7 +135,18 @@ impl ApiError {
             message: message.into(),
             details: None,
             cause: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// `Retry-After` for this answer: its own, else the code's default.
+    pub fn retry_after_seconds(&self) -> Option<u32> {
+        self.retry_after.or(self.code.retry_after_seconds())
     }
 
     pub fn with_details(mut self, details: Value) -> Self {

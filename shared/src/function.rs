@@ -94,6 +94,9 @@ pub struct Call<'a, S> {
     pub body: Vec<u8>,
     pub correlation_id: &'a str,
     pub ctx: &'a Context,
+    /// The Workers environment, for bindings other than settings (static assets).
+    pub env: &'a Env,
+    name: &'static str,
     request: &'a Request,
 }
 
@@ -105,6 +108,12 @@ impl<S> Call<'_, S> {
     /// The raw query string, if the URL has one.
     pub fn query(&self) -> Option<String> {
         query_of(&self.request.inner().url())
+    }
+
+    /// The URL's path past `/functions/v1/<name>` (Supabase's prefix) or, when
+    /// deployed on its own host, past `/<name>`; empty for the function itself.
+    pub fn subpath(&self) -> String {
+        subpath_of(&self.request.inner().url(), self.name)
     }
 
     /// PostgREST as the service role: for work done for the platform.
@@ -129,6 +138,9 @@ pub struct Reply {
     body: Map<String, Value>,
     event: &'static str,
     fields: Map<String, Value>,
+    headers: Vec<(&'static str, String)>,
+    /// A response that is not the JSON envelope (a page, a static asset).
+    raw: Option<Response>,
 }
 
 impl Reply {
@@ -144,7 +156,23 @@ impl Reply {
             body,
             event,
             fields: Map::new(),
+            headers: Vec::new(),
+            raw: None,
         }
+    }
+
+    /// Sends `response` as it is (status, headers, body), with the
+    /// correlation id header added; logged like any other answer.
+    pub fn raw(response: Response, event: &'static str) -> Self {
+        let mut reply = Reply::ok(response.status_code(), event, Value::Null);
+        reply.raw = Some(response);
+        reply
+    }
+
+    /// An extra response header (JSON answers only).
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     /// Fields for the request's log line: nothing secret.
@@ -180,7 +208,21 @@ pub async fn serve<F: Function>(req: Request, env: Env, ctx: Context) -> worker:
                 elapsed_ms: time::now_ms() - started_ms,
             };
             log.info(line.event, line.to_fields());
-            http::json(reply.status, &Value::Object(body), &correlation_id)
+            if let Some(response) = reply.raw {
+                let _ = response.headers().set(correlation::HEADER, &correlation_id);
+                return Ok(response);
+            }
+            let headers: Vec<(&str, &str)> = reply
+                .headers
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect();
+            http::json_with_headers(
+                reply.status,
+                &Value::Object(body),
+                &correlation_id,
+                &headers,
+            )
         }
         Err(err) => {
             let line = RequestLine {
@@ -237,6 +279,8 @@ async fn run<F: Function>(
         body,
         correlation_id,
         ctx,
+        env,
+        name: F::SPEC.name,
         request: &req,
     })
     .await
@@ -297,6 +341,22 @@ pub fn query_of(url: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     let query = query.split_once('#').map_or(query, |(q, _)| q);
     Some(query.to_string())
+}
+
+/// The path of `url` past the function's own segment: `/functions/v1/<name>`
+/// or `/<name>`, else the whole path. Never includes the query.
+pub fn subpath_of(url: &str, name: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("", |at| &after_scheme[at..]);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    for prefix in [format!("/functions/v1/{name}"), format!("/{name}")] {
+        if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return rest.to_string();
+            }
+        }
+    }
+    path.to_string()
 }
 
 pub fn check_method(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
@@ -478,6 +538,23 @@ mod tests {
         );
         assert_eq!(query_of("http://h/f?a=1?b#frag").as_deref(), Some("a=1?b"));
         assert_eq!(query_of("http://h/f?").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn the_subpath_is_what_follows_the_functions_name() {
+        let sub = |url| subpath_of(url, "campaign-dashboard");
+        assert_eq!(sub("http://h/functions/v1/campaign-dashboard"), "");
+        assert_eq!(sub("http://h/functions/v1/campaign-dashboard/"), "/");
+        assert_eq!(
+            sub("http://h/functions/v1/campaign-dashboard/app.js?v=1#x"),
+            "/app.js"
+        );
+        assert_eq!(sub("https://x.workers.dev/campaign-dashboard/a"), "/a");
+        assert_eq!(
+            sub("http://h/functions/v1/campaign-dashboardx"),
+            "/functions/v1/campaign-dashboardx"
+        );
+        assert_eq!(sub("http://h"), "");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn error(
     correlation_id: &str,
     extra: &[(&str, &str)],
 ) -> worker::Result<Response> {
-    let retry_after = err.code.retry_after_seconds().map(|s| s.to_string());
+    let retry_after = err.retry_after_seconds().map(|s| s.to_string());
     let mut headers: Vec<(&str, &str)> = extra.to_vec();
     if let Some(seconds) = &retry_after {
         headers.push(("retry-after", seconds));

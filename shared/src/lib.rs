@@ -14,6 +14,7 @@ pub mod function;
 pub mod http;
 pub mod invocation;
 pub mod log;
+pub mod n8n;
 pub mod postgrest;
 pub mod rpc;
 pub mod signature;

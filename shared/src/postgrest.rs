@@ -126,7 +126,14 @@ fn refusal(err: PostgrestError) -> ApiError {
             let message = err
                 .details
                 .unwrap_or_else(|| code.as_str().replace('_', " "));
-            ApiError::new(code, message)
+            let refused = ApiError::new(code, message);
+            // A rate limit's hint is the seconds until the window has room.
+            match err.hint.as_deref().and_then(|h| h.parse::<u32>().ok()) {
+                Some(seconds) if code == ErrorCode::RateLimited => {
+                    refused.with_retry_after(seconds)
+                }
+                _ => refused,
+            }
         }
         None if sqlstate.starts_with("22") || sqlstate.starts_with("23") => ApiError::invalid(
             "the request is invalid",

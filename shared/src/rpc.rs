@@ -159,6 +159,22 @@ pub mod integration {
         const NAME: &'static str = "release_router";
         type Output = Released;
     }
+    /// `integration.raise_alert`: an alert to the operators' chat, deduplicated
+    /// per kind and subject within the alert window.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct RaiseAlert {
+        pub p_kind: String,
+        pub p_subject: String,
+        pub p_summary: String,
+        pub p_details: Value,
+        pub p_correlation_id: Option<String>,
+    }
+
+    impl Rpc for RaiseAlert {
+        const SCHEMA: &'static str = "integration";
+        const NAME: &'static str = "raise_alert";
+        type Output = Value;
+    }
 }
 
 /// Schema `observability`: the job ledger and service health.
@@ -410,6 +426,251 @@ pub mod ops {
     }
 }
 
+/// Schema `campaigns`: toggles, status webhooks, the reconciler and the
+/// shared n8n circuit breaker.
+pub mod campaigns {
+    use super::*;
+
+    /// `campaigns.toggle_begin`: called as the user (their JWT), so the
+    /// campaign must be theirs to see and change.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ToggleBegin {
+        pub p_campaign_id: Uuid,
+        pub p_action: String,
+        pub p_idempotency_key: Option<String>,
+        pub p_request_hash: Option<String>,
+        pub p_correlation_id: String,
+        /// Only read for the service role, which names the user it acts for.
+        pub p_user_id: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(tag = "outcome", rename_all = "snake_case")]
+    pub enum Begun {
+        /// The first answer given to this idempotency key.
+        Replay { http_status: u16, response: Value },
+        /// Already in the target state; audited.
+        NoOp { http_status: u16, response: Value },
+        /// n8n's circuit breaker is open; audited.
+        BreakerOpen { retry_after_s: u32 },
+        /// The campaign is claimed for this toggle: call n8n, then finish.
+        Proceed {
+            toggle_id: Uuid,
+            version: i32,
+            workflow_id: String,
+            publish: bool,
+            user_id: String,
+        },
+    }
+
+    impl Rpc for ToggleBegin {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "toggle_begin";
+        type Output = Begun;
+    }
+
+    /// `campaigns.toggle_finish`: records what n8n did, as the same user.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct ToggleFinish {
+        pub p_campaign_id: Uuid,
+        pub p_toggle_id: Uuid,
+        pub p_version: i32,
+        /// `changed` or `failed`.
+        pub p_outcome: String,
+        pub p_n8n_status: Option<String>,
+        pub p_n8n_response: Option<Value>,
+        pub p_error_code: Option<String>,
+        pub p_error_message: Option<String>,
+        pub p_http_status: Option<u16>,
+        /// Whether a failure is n8n's final word (stored for the key) or
+        /// worth retrying (the key is released).
+        pub p_final: bool,
+        pub p_idempotency_key: Option<String>,
+        pub p_workflow_name: Option<String>,
+        pub p_user_id: Option<String>,
+    }
+
+    /// What the function answers: the status and the body's fields.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    pub struct Answer {
+        pub http_status: u16,
+        pub response: Value,
+    }
+
+    impl Rpc for ToggleFinish {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "toggle_finish";
+        type Output = Answer;
+    }
+
+    /// `campaigns.breaker_record`: one n8n attempt's outcome.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct BreakerRecord {
+        pub p_ok: bool,
+        pub p_failure: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Breaker {
+        pub open: bool,
+        pub consecutive_failures: i32,
+        pub retry_after_s: Option<u32>,
+    }
+
+    impl Rpc for BreakerRecord {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "breaker_record";
+        type Output = Breaker;
+    }
+
+    /// `campaigns.breaker_state`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct BreakerState {}
+
+    impl Rpc for BreakerState {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "breaker_state";
+        type Output = Breaker;
+    }
+
+    /// `campaigns.apply_workflow_event`: one status change reported by n8n.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ApplyWorkflowEvent {
+        pub p_event_id: String,
+        pub p_workflow_id: String,
+        pub p_workflow_name: Option<String>,
+        pub p_active: Option<bool>,
+        pub p_event_type: String,
+        pub p_occurred_at: String,
+        pub p_actor: Option<String>,
+        pub p_source: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    pub struct Applied {
+        pub duplicate: bool,
+        pub applied: u32,
+        pub stale: u32,
+        pub queued: bool,
+    }
+
+    impl Rpc for ApplyWorkflowEvent {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "apply_workflow_event";
+        type Output = Applied;
+    }
+
+    /// `campaigns.record_sync_failure`: an event that could not be applied.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct RecordSyncFailure {
+        pub p_source: String,
+        pub p_payload: Value,
+        pub p_error: String,
+    }
+
+    impl Rpc for RecordSyncFailure {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "record_sync_failure";
+        type Output = Uuid;
+    }
+
+    /// `campaigns.reconcile_begin`: one sweep at a time.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ReconcileBegin {
+        pub p_worker: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct Sweep {
+        /// None while another sweep holds the lease.
+        pub run_id: Option<Uuid>,
+    }
+
+    impl Rpc for ReconcileBegin {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "reconcile_begin";
+        type Output = Sweep;
+    }
+
+    /// `campaigns.reconcile_apply`: a complete sweep of n8n's workflows.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ReconcileApply {
+        pub p_run_id: Uuid,
+        pub p_observed_at: String,
+        pub p_workflows: Vec<SweptWorkflow>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct SweptWorkflow {
+        pub id: String,
+        pub name: String,
+        pub active: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    pub struct Reconciled {
+        pub checked: u32,
+        pub updated: u32,
+        pub out_of_sync: u32,
+        pub marked_deleted: u32,
+        pub toggles_settled: u32,
+        pub republish: Vec<Republish>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    pub struct Republish {
+        pub campaign_id: Uuid,
+        pub workflow_id: String,
+    }
+
+    impl Rpc for ReconcileApply {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "reconcile_apply";
+        type Output = Reconciled;
+    }
+
+    /// `campaigns.record_republish`: one re-publish's outcome, audited.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct RecordRepublish {
+        pub p_run_id: Uuid,
+        pub p_campaign_id: Uuid,
+        pub p_ok: bool,
+        pub p_n8n_status: Option<String>,
+        pub p_error: Option<String>,
+        pub p_n8n_response: Option<Value>,
+    }
+
+    impl Rpc for RecordRepublish {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "record_republish";
+        type Output = ();
+    }
+
+    /// `campaigns.reconcile_finish`: the sweep's metrics, or its error.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct ReconcileFinish {
+        pub p_run_id: Uuid,
+        pub p_error: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+    pub struct SweepSummary {
+        pub run_id: Uuid,
+        pub duration_ms: i64,
+        pub checked: Option<u32>,
+        pub updated: Option<u32>,
+        pub errored: Option<u32>,
+        pub out_of_sync: Option<u32>,
+        pub republished: u32,
+    }
+
+    impl Rpc for ReconcileFinish {
+        const SCHEMA: &'static str = "campaigns";
+        const NAME: &'static str = "reconcile_finish";
+        type Output = SweepSummary;
+    }
+}
+
 /// One declared RPC: where it lives and the argument names it is called with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Declared {
@@ -432,6 +693,7 @@ fn declared<R: Rpc + Default>() -> Declared {
 
 /// Every RPC the functions call.
 pub fn manifest() -> Vec<Declared> {
+    use campaigns::*;
     use integration::*;
     use observability::*;
     use ops::*;
@@ -440,6 +702,7 @@ pub fn manifest() -> Vec<Declared> {
         declared::<RouterClaim>(),
         declared::<SettleOutbox>(),
         declared::<ReleaseRouter>(),
+        declared::<RaiseAlert>(),
         declared::<ListServicesToProbe>(),
         declared::<RecordHealthBatch>(),
         declared::<ClaimNextRun>(),
@@ -450,6 +713,16 @@ pub fn manifest() -> Vec<Declared> {
         declared::<YieldRun>(),
         declared::<FinishRun>(),
         declared::<WakeRunnerIfDue>(),
+        declared::<ToggleBegin>(),
+        declared::<ToggleFinish>(),
+        declared::<BreakerRecord>(),
+        declared::<BreakerState>(),
+        declared::<ApplyWorkflowEvent>(),
+        declared::<RecordSyncFailure>(),
+        declared::<ReconcileBegin>(),
+        declared::<ReconcileApply>(),
+        declared::<RecordRepublish>(),
+        declared::<ReconcileFinish>(),
     ]
 }
 

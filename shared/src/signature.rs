@@ -32,6 +32,7 @@ pub const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
 pub const WEBHOOK_ID: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+pub const N8N_SIGNATURE: &str = "x-n8n-signature";
 
 const MAX_KEY_LEN: usize = 255;
 
@@ -239,6 +240,40 @@ pub fn verify_standard(
     })
 }
 
+/// The seed's n8n status-webhook scheme: `x-n8n-signature` is the hex
+/// HMAC-SHA256 of the raw body (`sha256=` prefix allowed). It has no
+/// timestamp header: the payload's own `timestamp`, covered by the MAC, is
+/// the signed time the receiver holds against its window. Returns the id of
+/// the key that verified.
+pub fn verify_body_hmac(
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    keys: &[SigningKey],
+) -> Result<String, ApiError> {
+    let signature = required(header, N8N_SIGNATURE)?;
+    let hex_sig = signature.trim();
+    let hex_sig = hex_sig.strip_prefix("sha256=").unwrap_or(hex_sig);
+    let presented = match hex::decode(hex_sig) {
+        Ok(bytes) if bytes.len() == 32 => bytes,
+        _ => return Err(invalid_header(N8N_SIGNATURE, "64 hex characters")),
+    };
+    keys.iter()
+        .find(|key| {
+            let mut mac = key.mac();
+            mac.update(body);
+            mac.verify_slice(&presented).is_ok()
+        })
+        .map(|key| key.id.clone())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidSignature, "the signature does not match"))
+}
+
+/// Signs like the n8n status hooks: hex HMAC of the body. For tests.
+pub fn sign_body_hmac(key: &SigningKey, body: &[u8]) -> String {
+    let mut mac = key.mac();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Signs like a Standard Webhooks sender: `v1,<base64>`. Used by functions that
 /// deliver webhooks, and by tests.
 pub fn sign_standard(key: &SigningKey, id: &str, timestamp_s: i64, body: &[u8]) -> String {
@@ -341,6 +376,26 @@ mod tests {
             SigningKey::ipai(CURRENT).unwrap(),
             SigningKey::ipai(PREVIOUS).unwrap(),
         ]
+    }
+
+    #[test]
+    fn n8n_body_signatures_verify_under_either_key_and_nothing_else() {
+        let previous = SigningKey::ipai(PREVIOUS).unwrap();
+        let signed = sign_body_hmac(&previous, BODY);
+        let verify = |sig: &str, body: &[u8]| {
+            verify_body_hmac(&lookup(&[(N8N_SIGNATURE, sig.to_string())]), body, &keys())
+        };
+        assert_eq!(verify(&signed, BODY).unwrap(), previous.id());
+        assert!(verify(&format!("sha256={signed}"), BODY).is_ok());
+        let err = verify(&signed, b"{}").unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidSignature);
+        assert!(!err.message.contains(&signed));
+        assert_eq!(
+            verify("zz", BODY).unwrap_err().code,
+            ErrorCode::InvalidHeader
+        );
+        let missing = verify_body_hmac(&lookup(&[]), BODY, &keys()).unwrap_err();
+        assert_eq!(missing.code, ErrorCode::MissingHeader);
     }
 
     fn std_pairs(id: &str, ts: i64, signature: String) -> Vec<(&'static str, String)> {
