@@ -26,7 +26,7 @@ const crypto = require("node:crypto");
 const URL = process.env.SWITCHYARD_STATUS_WEBHOOK_URL;
 const SECRET = process.env.SWITCHYARD_STATUS_WEBHOOK_SECRET;
 const ATTEMPTS = 3;
-const SETTLE_CHECKS = 40; // x 250 ms: how long a publish may take to be stored
+const SETTLE_CHECKS = 20; // x 250 ms: how long a publish may take to be stored
 const enabled = Boolean(URL && SECRET);
 
 if (!enabled) {

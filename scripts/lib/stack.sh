@@ -45,8 +45,8 @@ as_postgres() {
 # ---------------------------------------------------------------- installs
 
 install_apt_packages() {
-  # chromium: the dashboard's browser tests (driven by playwright-core).
-  local wanted=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk openssl curl chromium)
+  # chromium: the dashboard's browser tests (driven by playwright-core); jq: the README's examples.
+  local wanted=(postgresql-15 postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl wrk openssl curl jq chromium)
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

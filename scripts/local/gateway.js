@@ -6,6 +6,8 @@
 //                                  HS256 JWT, as `supabase functions serve` does
 //   /rest/v1/*                  -> PostgREST, prefix stripped; needs `apikey`,
 //                                  which becomes the bearer token if none is sent
+//   /auth/v1/user|logout|token  -> a minimal local stand-in for Supabase Auth
+//                                  (see routeAuth); needs `apikey` too
 //
 // Runs in the same workerd as the functions. Infrastructure, not an edge
 // function: production uses Supabase's own gateway.
@@ -69,6 +71,66 @@ async function routeFunction(request, env, url) {
   return env[fn.binding].fetch(request);
 }
 
+// A local stand-in for Supabase Auth (GoTrue), which cannot run here: just
+// enough for supabase-js in the browser (the campaign dashboard) to accept a
+// session minted by scripts/local/session.mjs (`scripts/dev session <email>`)
+// and handed over in the URL fragment, as a magic link does. Deployed projects
+// use Supabase Auth itself; nothing here is deployed. It has no users, no
+// sign-in and no refresh tokens: the user is read from the JWT's claims.
+//   GET  /auth/v1/user    the user of a valid HS256 access token (what
+//                         detectSessionInUrl and getUser() call)
+//   POST /auth/v1/logout  204 (signOut(); there is no server session to end)
+//   POST /auth/v1/token   400: refreshing is not available locally
+// Errors have GoTrue's shape: {"code": <status>, "error_code", "msg"}.
+function authError(status, errorCode, msg) {
+  return new Response(JSON.stringify({ code: status, error_code: errorCode, msg }), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+function userFromClaims(claims) {
+  const issued = typeof claims.iat === "number" ? new Date(claims.iat * 1000).toISOString() : new Date().toISOString();
+  return {
+    id: claims.sub,
+    aud: claims.aud ?? "authenticated",
+    role: claims.role,
+    email: claims.email ?? "",
+    phone: claims.phone ?? "",
+    app_metadata: claims.app_metadata ?? {},
+    user_metadata: claims.user_metadata ?? {},
+    identities: [],
+    is_anonymous: claims.is_anonymous === true,
+    created_at: issued,
+    updated_at: issued,
+  };
+}
+
+async function routeAuth(request, env, url) {
+  if (!request.headers.get("apikey")) return errorResponse(401, "missing_apikey", "No API key found in request");
+  const route = url.pathname.slice("/auth/v1".length);
+  if (route === "/user" && request.method === "GET") {
+    const token = bearer(request);
+    if (!token) return authError(401, "no_authorization", "This endpoint requires a Bearer token");
+    const claims = await verifyJwt(token, env.JWT_SECRET);
+    if (!claims) {
+      return authError(401, "bad_jwt", "invalid JWT: unable to verify its signature, or it has expired or invalid claims");
+    }
+    if (typeof claims.sub !== "string" || claims.sub === "") {
+      return authError(403, "bad_jwt", "invalid claim: missing sub claim");
+    }
+    return new Response(JSON.stringify(userFromClaims(claims)), {
+      headers: { "content-type": "application/json" },
+    });
+  }
+  if (route === "/logout" && request.method === "POST") return new Response(null, { status: 204 });
+  if (route === "/token" && request.method === "POST") {
+    return authError(400, "refresh_token_not_found",
+      "Refreshing a session is not available locally (no Supabase Auth here); mint a new session with scripts/dev session <email>");
+  }
+  return authError(404, "not_found", "this path is not part of the local Supabase Auth stand-in");
+}
+
 function routeRest(request, env, url) {
   const apikey = request.headers.get("apikey");
   if (!apikey) return errorResponse(401, "missing_apikey", "No API key found in request");
@@ -90,6 +152,7 @@ export default {
         return errorResponse(503, "upstream_unavailable", "PostgREST is unreachable");
       }
     }
+    if (url.pathname === "/auth/v1" || url.pathname.startsWith("/auth/v1/")) return routeAuth(request, env, url);
     if (url.pathname === "/health") return new Response("ok");
     return errorResponse(404, "not_found", "unknown path");
   },

@@ -22,14 +22,14 @@ test("the manifest lists the RPCs the functions call", () => {
 for (const rpc of manifest) {
   test(`${rpc.schema}.${rpc.name} takes exactly what the functions send`, () => {
     const rows = sql(`
-      select p.proargnames[1:p.pronargs]::text || '|' || p.pronargdefaults || '|'
+      select coalesce(p.proargnames[1:p.pronargs]::text, '{}') || '|' || p.pronargdefaults || '|'
              || has_function_privilege('service_role', p.oid, 'execute')
       from pg_proc p
       where p.pronamespace = '${rpc.schema}'::regnamespace and p.proname = '${rpc.name}'`);
     assert.ok(rows, `${rpc.schema}.${rpc.name} does not exist`);
     assert.equal(rows.split("\n").length, 1, `${rpc.name} is overloaded: PostgREST could pick either`);
     const [names, defaults, executable] = rows.split("|");
-    const params = names.replace(/^\{|\}$/g, "").split(",");
+    const params = names.replace(/^\{|\}$/g, "").split(",").filter(Boolean);
     const required = params.slice(0, params.length - Number(defaults));
     for (const arg of rpc.args) assert.ok(params.includes(arg), `${rpc.name} has no parameter ${arg}`);
     for (const param of required) assert.ok(rpc.args.includes(param), `${rpc.name} needs ${param}, which is not sent`);

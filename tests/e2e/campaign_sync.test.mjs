@@ -1,0 +1,196 @@
+// The campaign reconciler (campaign-sync) against the real n8n: one sweep
+// repairs what the status webhooks missed. n8n's hooks report every change
+// made through its API, so "missed" is staged the way it happens: the change
+// is made in n8n, its report is awaited, then the campaign row is set back
+// (a lost report, a database write that failed after n8n changed).
+//
+//   node --test --test-concurrency=1 tests/e2e/campaign_sync.test.mjs
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { env, sql, waitFor } from "./helpers.mjs";
+import { createWebhookWorkflow, isPublished, n8n, removeWorkflow, webhookRegistered } from "./n8n.mjs";
+
+const SYNC_URL = `${env.FUNCTIONS_URL}/campaign-sync`;
+const workspace = randomUUID();
+const workflows = [];
+let ids = {};
+
+/** One sweep with ?wait=true; a sweep pg_cron started first is waited out. */
+async function sweep() {
+  let summary;
+  await waitFor(
+    "a sweep of our own",
+    async () => {
+      const response = await fetch(`${SYNC_URL}?wait=true`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${env.CAMPAIGN_SYNC_INVOCATION_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ reason: "e2e" }),
+      });
+      const body = await response.json();
+      assert.equal(response.status, 200, JSON.stringify(body));
+      summary = body.summary;
+      return !summary.skipped;
+    },
+    30_000,
+    500,
+  );
+  return summary;
+}
+
+const campaign = (id) =>
+  JSON.parse(sql(`select row_to_json(c) from campaigns.campaigns c where id = '${id}'`));
+const audit = (id) =>
+  sql(`select string_agg(concat_ws(' ', user_id, action, outcome, source, old_status || '>' || new_status), ' | '
+         order by created_at) from campaigns.campaign_audit_log where campaign_id = '${id}'`);
+
+/** Waits until the hook's report of `eventType` for a workflow has been applied. */
+async function reported(workflowId, eventType) {
+  await waitFor(`n8n's ${eventType} report of ${workflowId}`, () =>
+    sql(`select count(*) from campaigns.workflow_events where workflow_id = '${workflowId}' and event_type = '${eventType}'`) !== "0");
+}
+
+function addCampaign(key, workflowId, extra = "") {
+  ids[key] = randomUUID();
+  sql(`insert into campaigns.campaigns (id, workspace_id, name, n8n_workflow_id) values
+       ('${ids[key]}', '${workspace}', 'e2e sync ${key}', ${workflowId ? `'${workflowId}'` : "null"}); ${extra}`);
+  return ids[key];
+}
+
+before(async () => {
+  sql(`insert into campaigns.workspaces (id, name) values ('${workspace}', 'e2e sync ${workspace}')`);
+  for (const key of ["drift", "dropped", "repaired", "abandoned"]) {
+    const wf = await createWebhookWorkflow(`e2e sync ${key} ${workspace}`);
+    workflows.push(wf);
+    addCampaign(key, wf.id);
+    ids[`${key}_wf`] = wf;
+  }
+  addCampaign("gone", `e2e-gone-${randomUUID().slice(0, 8)}`);
+});
+
+after(async () => {
+  for (const wf of workflows) await removeWorkflow(wf.id);
+  sql(`delete from campaigns.workspaces where id = '${workspace}'`);
+});
+
+test("refusals start no sweep", async () => {
+  const runs = () => sql("select count(*) from campaigns.reconciler_runs");
+  const before = runs();
+  for (const [bearer, status, code] of [
+    [null, 401, "unauthorized"],
+    [env.ANON_KEY, 403, "forbidden"],
+  ]) {
+    const response = await fetch(`${SYNC_URL}?wait=true`, {
+      method: "POST",
+      headers: bearer ? { authorization: `Bearer ${bearer}` } : {},
+    });
+    const body = await response.json();
+    assert.equal(response.status, status);
+    assert.equal(body.error.code, code);
+  }
+  const bad = await fetch(SYNC_URL, {
+    method: "POST",
+    headers: { authorization: `Bearer ${env.CAMPAIGN_SYNC_INVOCATION_TOKEN}` },
+    body: JSON.stringify({ reason: "Not a reason!" }),
+  });
+  assert.equal(bad.status, 422);
+  assert.equal((await bad.json()).error.code, "validation_failed");
+  assert.equal(runs(), before, "no sweep was recorded");
+});
+
+test("one sweep at a time: a sweep in progress makes the next one a no-op", async () => {
+  let holder;
+  await waitFor("the reconciler free", () => {
+    holder = JSON.parse(sql("select campaigns.reconcile_begin('e2e-holder')")).run_id;
+    return holder !== null;
+  }, 30_000, 500);
+  try {
+    const response = await fetch(`${SYNC_URL}?wait=true`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${env.CAMPAIGN_SYNC_INVOCATION_TOKEN}` },
+    });
+    const body = await response.json();
+    assert.equal(response.status, 200);
+    assert.equal(body.summary.skipped, true);
+  } finally {
+    sql(`select campaigns.reconcile_finish('${holder}')`);
+  }
+});
+
+test("drift, deletions, a silently dropped workflow and unrecorded toggles are repaired in one sweep", async () => {
+  // Drift: published in n8n, but the report never arrived.
+  const drift = ids.drift_wf;
+  assert.equal((await n8n("POST", `/workflows/${drift.id}/publish`)).status, 200);
+  await reported(drift.id, "activation");
+  sql(`update campaigns.campaigns set status = 'paused', n8n_status = 'inactive', last_sync_at = now() - interval '1 hour'
+       where id = '${ids.drift}'`);
+
+  // Dropped: an active campaign whose workflow n8n unpublished without a word.
+  const dropped = ids.dropped_wf;
+  assert.equal((await n8n("POST", `/workflows/${dropped.id}/publish`)).status, 200);
+  await reported(dropped.id, "activation");
+  assert.equal((await n8n("POST", `/workflows/${dropped.id}/unpublish`)).status, 200);
+  await reported(dropped.id, "deactivation");
+  sql(`update campaigns.campaigns set status = 'active', n8n_status = 'active', last_sync_at = now() - interval '1 hour'
+       where id = '${ids.dropped}'`);
+  assert.equal(await webhookRegistered(dropped.path), false);
+
+  // Repaired: a toggle that changed n8n but whose final write was lost.
+  const repaired = ids.repaired_wf;
+  assert.equal((await n8n("POST", `/workflows/${repaired.id}/publish`)).status, 200);
+  await reported(repaired.id, "activation");
+  const toggle = randomUUID();
+  sql(`update campaigns.campaigns set status = 'paused', n8n_status = 'inactive', last_sync_at = now() - interval '1 hour',
+         toggle_id = '${toggle}', toggle_action = 'activate', toggle_user = 'e2e-user', toggle_expires_at = now() - interval '1 second'
+       where id = '${ids.repaired}'`);
+
+  // Abandoned: a toggle that stopped before n8n changed.
+  sql(`update campaigns.campaigns set status = 'paused', n8n_status = 'inactive', last_sync_at = now() - interval '1 hour',
+         toggle_id = gen_random_uuid(), toggle_action = 'activate', toggle_user = 'e2e-user', toggle_expires_at = now() - interval '1 second'
+       where id = '${ids.abandoned}'`);
+
+  const summary = await sweep();
+  assert.ok(summary.workflows_seen >= 4, JSON.stringify(summary));
+  assert.ok(summary.summary.checked >= 5);
+  assert.ok(summary.reconciled.toggles_settled >= 2);
+  assert.ok(summary.reconciled.republish.some((r) => r.campaign_id === ids.dropped), JSON.stringify(summary.reconciled));
+  assert.ok(summary.summary.republished >= 1);
+
+  const driftNow = campaign(ids.drift);
+  assert.deepEqual([driftNow.status, driftNow.n8n_status, driftNow.sync_source], ["active", "active", "cron"]);
+  assert.match(audit(ids.drift), /system:reconciler activated changed cron paused>active$/);
+
+  const droppedNow = campaign(ids.dropped);
+  assert.deepEqual([droppedNow.status, droppedNow.n8n_status, droppedNow.sync_error], ["active", "active", null]);
+  assert.equal(await isPublished(dropped.id), true, "n8n shows the workflow published again");
+  assert.equal(await webhookRegistered(dropped.path), true, "and its webhook registered");
+  assert.match(audit(ids.dropped), /system:reconciler republished repaired cron active>active$/);
+
+  const repairedNow = campaign(ids.repaired);
+  assert.deepEqual([repairedNow.status, repairedNow.n8n_status, repairedNow.toggle_id], ["active", "active", null]);
+  assert.match(audit(ids.repaired), /e2e-user activated repaired cron paused>active/);
+  assert.equal(sql(`select toggle_id from campaigns.campaign_audit_log where campaign_id = '${ids.repaired}' and outcome = 'repaired'`), toggle);
+
+  const abandonedNow = campaign(ids.abandoned);
+  assert.deepEqual([abandonedNow.status, abandonedNow.toggle_id], ["paused", null]);
+  assert.match(audit(ids.abandoned), /e2e-user activated abandoned cron paused>paused/);
+
+  const gone = campaign(ids.gone);
+  assert.equal(gone.n8n_status, "deleted");
+  assert.match(gone.sync_error, /deleted in n8n/);
+
+  const run = JSON.parse(sql(`select row_to_json(r) from campaigns.reconciler_runs r where id = '${summary.summary.run_id}'`));
+  assert.ok(run.finished_at && run.duration_ms >= 0 && run.error === null, JSON.stringify(run));
+  assert.ok(run.campaigns_out_of_sync >= 3, "drift, dropped and gone were out of sync");
+});
+
+test("a second sweep finds nothing left to repair for these campaigns", async () => {
+  const since = sql("select clock_timestamp()");
+  const summary = await sweep();
+  for (const key of ["drift", "dropped", "repaired", "abandoned", "gone"]) {
+    assert.ok(!summary.reconciled.republish.some((r) => r.campaign_id === ids[key]), key);
+  }
+  const changedSince = sql(`select count(*) from campaigns.campaign_audit_log
+    where workspace_id = '${workspace}' and created_at > '${since}' and user_id = 'system:reconciler'`);
+  assert.equal(changedSince, "0");
+});
