@@ -5740,13 +5740,6 @@ ALTER TABLE ONLY campaigns.campaigns
     ADD CONSTRAINT campaigns_workspace_id_fkey FOREIGN KEY (workspace_id) REFERENCES campaigns.workspaces(id) ON DELETE CASCADE;
 
 --
--- Name: sync_failures sync_failures_campaign_id_fkey; Type: FK CONSTRAINT; Schema: campaigns; Owner: postgres
---
-
-ALTER TABLE ONLY campaigns.sync_failures
-    ADD CONSTRAINT sync_failures_campaign_id_fkey FOREIGN KEY (campaign_id) REFERENCES campaigns.campaigns(id) ON DELETE SET NULL;
-
---
 -- Name: workspace_members workspace_members_workspace_id_fkey; Type: FK CONSTRAINT; Schema: campaigns; Owner: postgres
 --
 

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use worker::{Delay, Method};
 
-use crate::config::{bounded, required, ConfigError, Lookup};
+use crate::config::{bounded, required, ConfigError, FromLookup, Lookup};
 use crate::error::{ApiError, ErrorCode};
 use crate::fetch::{self, FetchError, Fetched};
 
@@ -49,8 +49,9 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-impl Settings {
-    pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
+/// The functions that call n8n have no other settings: this is theirs.
+impl FromLookup for Settings {
+    fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
         let api_url = required(lookup, "N8N_API_URL")?;
         if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
             return Err(ConfigError("N8N_API_URL must be an http(s) URL".into()));
@@ -63,7 +64,9 @@ impl Settings {
             attempts: 3,
         })
     }
+}
 
+impl Settings {
     /// n8n's own origin (production webhooks live at `<origin>/webhook/<path>`).
     pub fn origin(&self) -> &str {
         self.api_url
@@ -128,9 +131,10 @@ impl N8nError {
                 ErrorCode::UpstreamFailed,
                 "the workflow engine refused our credentials; operators have been alerted",
             ),
-            N8nError::Timeout => {
-                ApiError::new(ErrorCode::UpstreamTimeout, "Workflow engine timeout")
-            }
+            N8nError::Timeout => ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                "Workflow engine timeout: n8n may still apply the change; the campaign follows what n8n reports",
+            ),
             N8nError::Failed(_) => ApiError::new(
                 ErrorCode::UpstreamFailed,
                 "the workflow engine failed; retry later",
@@ -541,10 +545,10 @@ mod tests {
         }
         let open = N8nError::CircuitOpen { retry_after_s: 7 }.to_api_error();
         assert_eq!(open.retry_after_seconds(), Some(7));
-        assert_eq!(
-            N8nError::Timeout.to_api_error().message,
-            "Workflow engine timeout"
-        );
+        assert!(N8nError::Timeout
+            .to_api_error()
+            .message
+            .starts_with("Workflow engine timeout"));
     }
 
     #[test]

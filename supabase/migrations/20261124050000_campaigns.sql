@@ -171,7 +171,9 @@ create trigger campaign_audit_log_no_truncate before truncate on campaigns.campa
 -- after `sync_failure_alert_after` attempts, purged 7 days after success.
 create table campaigns.sync_failures (
   id uuid primary key default gen_random_uuid(),
-  campaign_id uuid references campaigns.campaigns (id) on delete set null,
+  -- No foreign key: queuing must not wait for the campaign row whose lock
+  -- made the report fail (a key check would take a lock on it).
+  campaign_id uuid,
   source text not null check (source in ('webhook', 'cron')),
   payload jsonb not null,
   error_message text,

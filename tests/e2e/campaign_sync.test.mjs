@@ -8,8 +8,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { env, sql, waitFor } from "./helpers.mjs";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { ROOT, env, sql, stack, waitFor } from "./helpers.mjs";
 import { createWebhookWorkflow, isPublished, n8n, removeWorkflow, webhookRegistered } from "./n8n.mjs";
+import { signJwt } from "../../scripts/local/session.mjs";
 
 const SYNC_URL = `${env.FUNCTIONS_URL}/campaign-sync`;
 const workspace = randomUUID();
@@ -36,6 +39,11 @@ async function sweep() {
     500,
   );
   return summary;
+}
+
+function mintUserJwt(sub) {
+  const now = Math.floor(Date.now() / 1000);
+  return signJwt({ sub, role: "authenticated", aud: "authenticated", iat: now, exp: now + 600 }, env.JWT_SECRET);
 }
 
 const campaign = (id) =>
@@ -182,6 +190,49 @@ test("drift, deletions, a silently dropped workflow and unrecorded toggles are r
   const run = JSON.parse(sql(`select row_to_json(r) from campaigns.reconciler_runs r where id = '${summary.summary.run_id}'`));
   assert.ok(run.finished_at && run.duration_ms >= 0 && run.error === null, JSON.stringify(run));
   assert.ok(run.campaigns_out_of_sync >= 3, "drift, dropped and gone were out of sync");
+});
+
+test("a toggle whose database write fails after n8n changed answers 503, and the next sweep repairs it", async () => {
+  // A real fault, in order: n8n is stalled while the toggle claims the
+  // campaign; PostgREST goes down; n8n resumes and publishes; toggle_finish
+  // cannot be written.
+  const wf = await createWebhookWorkflow(`e2e sync fault ${workspace}`);
+  workflows.push(wf);
+  const id = addCampaign("fault", wf.id);
+  const user = randomUUID();
+  sql(`insert into campaigns.workspace_members values ('${workspace}', '${user}', 'editor')`);
+  const jwt = mintUserJwt(user);
+  const n8nPid = Number(readFileSync(path.join(ROOT, ".local/n8n.pid"), "utf8"));
+  let answer;
+  process.kill(n8nPid, "SIGSTOP");
+  try {
+    const pending = fetch(`${env.FUNCTIONS_URL}/campaign-toggle`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${jwt}`, apikey: env.ANON_KEY, "content-type": "application/json" },
+      body: JSON.stringify({ campaign_id: id, action: "activate" }),
+    });
+    await waitFor("the toggle's claim", () => sql(`select toggle_id is not null from campaigns.campaigns where id = '${id}'`) === "t");
+    stack("stop_process postgrest");
+    process.kill(n8nPid, "SIGCONT");
+    const response = await pending;
+    answer = { status: response.status, body: await response.json(), retryAfter: response.headers.get("retry-after") };
+  } finally {
+    process.kill(n8nPid, "SIGCONT");
+    stack("start_postgrest");
+  }
+  assert.equal(answer.status, 503, JSON.stringify(answer.body));
+  assert.equal(answer.body.error.code, "upstream_unavailable");
+  assert.ok(Number(answer.retryAfter) > 0);
+  assert.equal(await isPublished(wf.id), true, "n8n changed");
+  const claimed = campaign(id);
+  assert.equal(claimed.status, "paused", "the campaign's status was not written");
+  assert.ok(claimed.toggle_id, "the claim stays until it expires");
+
+  sql(`update campaigns.campaigns set toggle_expires_at = now() - interval '1 second' where id = '${id}'`);
+  await sweep();
+  const repaired = campaign(id);
+  assert.deepEqual([repaired.status, repaired.n8n_status, repaired.toggle_id], ["active", "active", null]);
+  assert.match(audit(id), new RegExp(`${user} activated repaired cron paused>active`));
 });
 
 test("a second sweep finds nothing left to repair for these campaigns", async () => {

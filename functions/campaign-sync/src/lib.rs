@@ -7,7 +7,6 @@
 pub mod sweep;
 
 use switchyard_shared::auth::Auth;
-use switchyard_shared::config::{ConfigError, FromLookup, Lookup};
 use switchyard_shared::error::ApiError;
 use switchyard_shared::function::{serve, Call, Function, Reply, Spec};
 use switchyard_shared::invocation;
@@ -16,19 +15,6 @@ use switchyard_shared::n8n;
 use worker::{event, Context, Env, Request, Response};
 
 const NAME: &str = "campaign-sync";
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub n8n: n8n::Settings,
-}
-
-impl FromLookup for Settings {
-    fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
-        Ok(Settings {
-            n8n: n8n::Settings::from_lookup(lookup)?,
-        })
-    }
-}
 
 pub struct CampaignSync;
 
@@ -39,11 +25,12 @@ impl Function for CampaignSync {
         auth: Auth::Platform,
         max_body_bytes: invocation::MAX_BODY_BYTES,
     };
-    type Settings = Settings;
+    /// Where n8n is: `N8N_API_URL`, `N8N_API_KEY`, `N8N_TIMEOUT_MS`.
+    type Settings = n8n::Settings;
 
-    async fn handle(call: Call<'_, Settings>) -> Result<Reply, ApiError> {
+    async fn handle(call: Call<'_, n8n::Settings>) -> Result<Reply, ApiError> {
         invocation::answer(&call, |client, config, correlation_id| async move {
-            let work = sweep::sweep(&client, &config.settings.n8n, &correlation_id);
+            let work = sweep::sweep(&client, &config.settings, &correlation_id);
             invocation::logged(
                 Log::new(NAME, &correlation_id),
                 "swept",

@@ -5,7 +5,6 @@
 //! run as that user, so the database decides what they may see and change.
 //! `request` validates, `toggle` holds the flow, `shared::n8n` the client.
 
-pub mod config;
 pub mod request;
 pub mod toggle;
 
@@ -17,9 +16,9 @@ use switchyard_shared::function::{serve, Call, Function, Reply, Spec};
 use switchyard_shared::log::Log;
 use worker::{event, Context, Env, Request, Response};
 
-use crate::config::Settings;
 use crate::request::{idempotency_key, item_key, request_hash};
 use crate::toggle::Answered;
+use switchyard_shared::n8n;
 
 const NAME: &str = "campaign-toggle";
 
@@ -32,9 +31,10 @@ impl Function for CampaignToggle {
         auth: Auth::User,
         max_body_bytes: 8 * 1024,
     };
-    type Settings = Settings;
+    /// Where n8n is: `N8N_API_URL`, `N8N_API_KEY`, `N8N_TIMEOUT_MS`.
+    type Settings = n8n::Settings;
 
-    async fn handle(call: Call<'_, Settings>) -> Result<Reply, ApiError> {
+    async fn handle(call: Call<'_, n8n::Settings>) -> Result<Reply, ApiError> {
         let service_role = call.caller == Caller::ServiceRole;
         let request = request::parse(&call.body, service_role)?;
         let key = idempotency_key(call.header("x-idempotency-key"))?;
@@ -43,7 +43,7 @@ impl Function for CampaignToggle {
         let cx = toggle::Context {
             caller: &caller,
             service: &service,
-            n8n: &call.config.settings.n8n,
+            n8n: &call.config.settings,
             acting_for: request.requested_by.as_deref(),
             correlation_id: call.correlation_id,
             log: &log,

@@ -94,29 +94,21 @@ pub async fn toggle(
             cx.correlation_id,
         )
         .await?;
+    let stored = |status, body, replayed| Answered {
+        status,
+        body,
+        replayed,
+        retry_after: None,
+    };
     let (toggle_id, version, workflow_id, publish) = match begun {
         Begun::Replay {
             http_status,
             response,
-        } => {
-            return Ok(Answered {
-                status: http_status,
-                body: response,
-                replayed: true,
-                retry_after: None,
-            })
-        }
+        } => return Ok(stored(http_status, response, true)),
         Begun::NoOp {
             http_status,
             response,
-        } => {
-            return Ok(Answered {
-                status: http_status,
-                body: response,
-                replayed: false,
-                retry_after: None,
-            })
-        }
+        } => return Ok(stored(http_status, response, false)),
         Begun::BreakerOpen { retry_after_s } => {
             return Ok(Answered::from_error(
                 &N8nError::CircuitOpen { retry_after_s }.to_api_error(),
