@@ -19,6 +19,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import pg from "pg";
 import { chromium } from "playwright-core";
+import { createWorkflow as createN8nWorkflow, n8n, removeWorkflow } from "./n8n.mjs";
 import { ROOT, env, waitFor } from "./helpers.mjs";
 import { mintSession, sessionFragment } from "../../scripts/local/session.mjs";
 
@@ -28,7 +29,6 @@ const DASHBOARD =
 const BASE = new URL(DASHBOARD).origin;
 const TOGGLE_ROUTE = "**/functions/v1/campaign-toggle";
 const SCREENSHOTS = path.join(ROOT, ".local/screenshots");
-const N8N_KEY = readFileSync(path.join(ROOT, ".local/n8n/api-key"), "utf8").trim();
 const WAIT = 15_000; // the bound on every wait for the page or the stack
 const LATENCY_MS = 400; // added to toggle requests where the in-flight state is checked
 
@@ -45,57 +45,12 @@ let browser;
 
 // ---------------------------------------------------------------- helpers
 
-async function n8n(route, method = "GET", body) {
-  const response = await fetch(`${env.N8N_URL}/api/v1${route}`, {
-    method,
-    headers: { "X-N8N-API-KEY": N8N_KEY, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(WAIT),
-  });
-  return { status: response.status, json: await response.json().catch(() => null) };
-}
-
 async function createWorkflow(key, withTrigger) {
-  const name = `e2e dashboard ${run} ${key}`;
-  const nodes = [
-    {
-      id: randomUUID(),
-      name: "Nothing",
-      type: "n8n-nodes-base.noOp",
-      typeVersion: 1,
-      position: [300, 0],
-      parameters: {},
-    },
-  ];
-  const connections = {};
-  if (withTrigger) {
-    nodes.push({
-      id: randomUUID(),
-      name: "Webhook",
-      type: "n8n-nodes-base.webhook",
-      typeVersion: 2,
-      position: [0, 0],
-      webhookId: randomUUID(),
-      parameters: { httpMethod: "POST", path: `e2e-dashboard-${run}-${key}`, responseMode: "onReceived", options: {} },
-    });
-    connections.Webhook = { main: [[{ node: "Nothing", type: "main", index: 0 }]] };
-  }
-  const created = await n8n("/workflows", "POST", { name, nodes, connections, settings: { executionOrder: "v1" } });
-  assert.equal(created.status, 200, `n8n created workflow ${name}: ${JSON.stringify(created.json)}`);
-  workflows[key] = { id: created.json.id, name };
+  const workflow = await createN8nWorkflow(`e2e dashboard ${run} ${key}`, { trigger: withTrigger });
+  workflows[key] = { id: workflow.id, name: workflow.name };
   return workflows[key];
 }
 
-async function removeWorkflow(id) {
-  await n8n(`/workflows/${id}/unpublish`, "POST");
-  // Unpublishing finishes asynchronously; DELETE answers 409 until it has.
-  const deadline = Date.now() + 10_000;
-  let deleted;
-  while ((deleted = await n8n(`/workflows/${id}`, "DELETE")).status === 409 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return deleted.status;
-}
 
 async function insertCampaign(key, name, { status = "paused", workflow = null, n8nStatus = "inactive" } = {}) {
   const { rows } = await db.query(

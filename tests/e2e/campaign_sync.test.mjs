@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { ROOT, env, sql, stack, waitFor } from "./helpers.mjs";
-import { createWebhookWorkflow, isPublished, n8n, removeWorkflow, webhookRegistered } from "./n8n.mjs";
+import { createWorkflow, isPublished, n8n, removeWorkflow, webhookRegistered } from "./n8n.mjs";
 import { signJwt } from "../../scripts/local/session.mjs";
 
 const SYNC_URL = `${env.FUNCTIONS_URL}/campaign-sync`;
@@ -68,7 +68,7 @@ function addCampaign(key, workflowId, extra = "") {
 before(async () => {
   sql(`insert into campaigns.workspaces (id, name) values ('${workspace}', 'e2e sync ${workspace}')`);
   for (const key of ["drift", "dropped", "repaired", "abandoned"]) {
-    const wf = await createWebhookWorkflow(`e2e sync ${key} ${workspace}`);
+    const wf = await createWorkflow(`e2e sync ${key} ${workspace}`);
     workflows.push(wf);
     addCampaign(key, wf.id);
     ids[`${key}_wf`] = wf;
@@ -128,16 +128,16 @@ test("one sweep at a time: a sweep in progress makes the next one a no-op", asyn
 test("drift, deletions, a silently dropped workflow and unrecorded toggles are repaired in one sweep", async () => {
   // Drift: published in n8n, but the report never arrived.
   const drift = ids.drift_wf;
-  assert.equal((await n8n("POST", `/workflows/${drift.id}/publish`)).status, 200);
+  assert.equal((await n8n(`/workflows/${drift.id}/publish`, "POST")).status, 200);
   await reported(drift.id, "activation");
   sql(`update campaigns.campaigns set status = 'paused', n8n_status = 'inactive', last_sync_at = now() - interval '1 hour'
        where id = '${ids.drift}'`);
 
   // Dropped: an active campaign whose workflow n8n unpublished without a word.
   const dropped = ids.dropped_wf;
-  assert.equal((await n8n("POST", `/workflows/${dropped.id}/publish`)).status, 200);
+  assert.equal((await n8n(`/workflows/${dropped.id}/publish`, "POST")).status, 200);
   await reported(dropped.id, "activation");
-  assert.equal((await n8n("POST", `/workflows/${dropped.id}/unpublish`)).status, 200);
+  assert.equal((await n8n(`/workflows/${dropped.id}/unpublish`, "POST")).status, 200);
   await reported(dropped.id, "deactivation");
   sql(`update campaigns.campaigns set status = 'active', n8n_status = 'active', last_sync_at = now() - interval '1 hour'
        where id = '${ids.dropped}'`);
@@ -145,7 +145,7 @@ test("drift, deletions, a silently dropped workflow and unrecorded toggles are r
 
   // Repaired: a toggle that changed n8n but whose final write was lost.
   const repaired = ids.repaired_wf;
-  assert.equal((await n8n("POST", `/workflows/${repaired.id}/publish`)).status, 200);
+  assert.equal((await n8n(`/workflows/${repaired.id}/publish`, "POST")).status, 200);
   await reported(repaired.id, "activation");
   const toggle = randomUUID();
   sql(`update campaigns.campaigns set status = 'paused', n8n_status = 'inactive', last_sync_at = now() - interval '1 hour',
@@ -196,7 +196,7 @@ test("a toggle whose database write fails after n8n changed answers 503, and the
   // A real fault, in order: n8n is stalled while the toggle claims the
   // campaign; PostgREST goes down; n8n resumes and publishes; toggle_finish
   // cannot be written.
-  const wf = await createWebhookWorkflow(`e2e sync fault ${workspace}`);
+  const wf = await createWorkflow(`e2e sync fault ${workspace}`);
   workflows.push(wf);
   const id = addCampaign("fault", wf.id);
   const user = randomUUID();

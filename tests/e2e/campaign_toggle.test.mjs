@@ -26,11 +26,11 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { createWorkflow as createN8nWorkflow, n8n, removeWorkflow } from "./n8n.mjs";
 import { ROOT, env, sql, waitFor } from "./helpers.mjs";
 import { mintSession } from "../../scripts/local/session.mjs";
 
 const TOGGLE_URL = `${env.FUNCTIONS_URL}/campaign-toggle`;
-const N8N_KEY = readFileSync(path.join(ROOT, ".local/n8n/api-key"), "utf8").trim();
 const N8N_PID_FILE = path.join(ROOT, ".local/n8n.pid");
 const WORKERD_LOG = path.join(ROOT, ".local/workerd.log");
 const WAIT = 15_000;
@@ -48,53 +48,17 @@ function sqlJson(query) {
 
 // ---------------------------------------------------------------- n8n
 
-async function n8n(route, method = "GET", body, timeoutMs = WAIT) {
-  const response = await fetch(`${env.N8N_URL}/api/v1${route}`, {
-    method,
-    headers: { "X-N8N-API-KEY": N8N_KEY, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  return { status: response.status, json: await response.json().catch(() => null) };
-}
-
 /** A workflow in n8n: `trigger` gives it a Webhook trigger on its own path (publishable). */
-async function createWorkflow(label, { trigger = true } = {}) {
-  const name = `e2e toggle ${run} ${label} ${randomUUID().slice(0, 6)}`;
-  const nodes = trigger
-    ? [{
-        id: randomUUID(),
-        name: "Webhook",
-        type: "n8n-nodes-base.webhook",
-        typeVersion: 2,
-        position: [0, 0],
-        webhookId: randomUUID(),
-        parameters: { path: `e2e-toggle-${run}-${randomUUID()}`, httpMethod: "POST" },
-      }]
-    : [{ id: randomUUID(), name: "Nothing", type: "n8n-nodes-base.noOp", typeVersion: 1, position: [0, 0], parameters: {} }];
-  const answer = await n8n("/workflows", "POST", { name, nodes, connections: {}, settings: { executionOrder: "v1" } });
-  assert.equal(answer.status, 200, `n8n created workflow ${name}: ${JSON.stringify(answer.json)}`);
-  created.workflows.push(answer.json.id);
-  return { id: answer.json.id, name };
+async function createWorkflow(label, options) {
+  const workflow = await createN8nWorkflow(`e2e toggle ${run} ${label} ${randomUUID().slice(0, 6)}`, options);
+  created.workflows.push(workflow.id);
+  return workflow;
 }
 
 async function workflowInN8n(id) {
   const answer = await n8n(`/workflows/${id}`);
   assert.equal(answer.status, 200, `n8n GET workflow ${id}: ${JSON.stringify(answer.json)}`);
   return { activeVersionId: answer.json.activeVersionId, updatedAt: answer.json.updatedAt, versionId: answer.json.versionId };
-}
-
-async function removeWorkflow(id) {
-  try {
-    await n8n(`/workflows/${id}/unpublish`, "POST");
-    // Unpublishing finishes asynchronously; DELETE answers 409 until it has.
-    const deadline = Date.now() + 10_000;
-    let deleted;
-    while ((deleted = await n8n(`/workflows/${id}`, "DELETE")).status === 409 && Date.now() < deadline) await sleep(100);
-    return deleted.status;
-  } catch (error) {
-    return String(error);
-  }
 }
 
 // ---------------------------------------------------------------- data
@@ -212,7 +176,7 @@ function resetBreaker() {
 
 after(async () => {
   const statuses = [];
-  for (const id of created.workflows) statuses.push(await removeWorkflow(id));
+  for (const id of created.workflows) statuses.push(await removeWorkflow(id).catch((error) => String(error)));
   // The hooks report each deletion; let those land before their rows go.
   if (created.workflows.length) {
     const ids = created.workflows.map(lit).join(", ");

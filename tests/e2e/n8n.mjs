@@ -1,68 +1,59 @@
-// The local n8n's public API for the campaign tests: workflows made and
-// removed through n8n itself (never through switchyard).
+// The local n8n's public API for the campaign tests: workflows made, changed
+// and removed through n8n itself (never through switchyard).
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { randomUUID } from "node:crypto";
 import { ROOT, env } from "./helpers.mjs";
 
 export const N8N_URL = env.N8N_URL ?? "http://127.0.0.1:54350";
-const apiKey = () => readFileSync(path.join(ROOT, ".local/n8n/api-key"), "utf8").trim();
+const API_KEY = readFileSync(path.join(ROOT, ".local/n8n/api-key"), "utf8").trim();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** One call to n8n's public API: {status, json}. */
-export async function n8n(method, apiPath, body) {
-  const response = await fetch(`${N8N_URL}/api/v1${apiPath}`, {
+/** One call to n8n's public API: {status, json}, bounded by `timeoutMs`. */
+export async function n8n(route, method = "GET", body, timeoutMs = 15_000) {
+  const response = await fetch(`${N8N_URL}/api/v1${route}`, {
     method,
-    headers: { "X-N8N-API-KEY": apiKey(), "content-type": "application/json" },
+    headers: { "X-N8N-API-KEY": API_KEY, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(timeoutMs),
   });
-  const text = await response.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  return { status: response.status, json };
+  return { status: response.status, json: await response.json().catch(() => null) };
 }
 
-/** A workflow with a POST webhook trigger on a unique path: it can be published. */
-export async function createWebhookWorkflow(name) {
+/**
+ * Creates a workflow: with `trigger`, a POST Webhook trigger on a path of its
+ * own (n8n publishes it); without, a lone no-op node (n8n refuses to publish
+ * it: 400, no trigger). Returns {id, name, path, nodes, connections}.
+ */
+export async function createWorkflow(name, { trigger = true } = {}) {
   const webhookPath = `e2e-${randomUUID()}`;
-  const created = await n8n("POST", "/workflows", {
-    name,
-    nodes: [
-      {
-        id: "webhook",
-        name: "Webhook",
-        type: "n8n-nodes-base.webhook",
-        typeVersion: 2,
-        position: [0, 0],
-        webhookId: randomUUID(),
-        parameters: { path: webhookPath, httpMethod: "POST" },
-      },
-    ],
-    connections: {},
-    settings: {},
-  });
-  if (created.status !== 200) throw new Error(`creating ${name} in n8n: HTTP ${created.status}`);
-  return { id: created.json.id, path: webhookPath };
+  const nodes = trigger
+    ? [{ id: randomUUID(), name: "Webhook", type: "n8n-nodes-base.webhook", typeVersion: 2, position: [0, 0],
+        webhookId: randomUUID(), parameters: { path: webhookPath, httpMethod: "POST" } }]
+    : [{ id: randomUUID(), name: "Nothing", type: "n8n-nodes-base.noOp", typeVersion: 1, position: [0, 0], parameters: {} }];
+  const created = await n8n("/workflows", "POST", { name, nodes, connections: {}, settings: { executionOrder: "v1" } });
+  if (created.status !== 200) throw new Error(`n8n did not create ${name}: HTTP ${created.status} ${JSON.stringify(created.json)}`);
+  const { id, nodes: stored, connections } = created.json;
+  return { id, name, path: trigger ? webhookPath : null, nodes: stored, connections };
 }
 
 /** Whether n8n holds the workflow published (activeVersionId set). */
 export async function isPublished(id) {
-  const got = await n8n("GET", `/workflows/${id}`);
-  return got.json?.activeVersionId != null;
+  return (await n8n(`/workflows/${id}`)).json?.activeVersionId != null;
 }
 
-/** Unpublishes and deletes; deletion answers 409 until unpublishing is done. */
-export async function removeWorkflow(id) {
-  await n8n("POST", `/workflows/${id}/unpublish`);
+/** DELETE, retried while n8n answers 409 (an unpublish still finishing); the last status. */
+export async function deleteWorkflow(id) {
   const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const deleted = await n8n("DELETE", `/workflows/${id}`);
-    if (deleted.status !== 409) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  let deleted;
+  while ((deleted = await n8n(`/workflows/${id}`, "DELETE")).status === 409 && Date.now() < deadline) await sleep(100);
+  return deleted.status;
+}
+
+/** Unpublishes, then deletes; the DELETE's status. */
+export async function removeWorkflow(id) {
+  await n8n(`/workflows/${id}/unpublish`, "POST");
+  return deleteWorkflow(id);
 }
 
 /** Whether a CORS preflight shows the production webhook registered for POST. */

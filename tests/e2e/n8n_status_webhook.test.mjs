@@ -22,11 +22,11 @@ import { spawn } from "node:child_process";
 import { createHmac, randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { createWorkflow, deleteWorkflow, n8n } from "./n8n.mjs";
 import { ROOT, env, sql, waitFor } from "./helpers.mjs";
 
 const WEBHOOK_URL = `${env.FUNCTIONS_URL}/n8n-status-webhook`;
 const SECRET = env.N8N_STATUS_WEBHOOK_SECRET;
-const N8N_KEY = readFileSync(path.join(ROOT, ".local/n8n/api-key"), "utf8").trim();
 const WAIT = 15_000; // the bound on every wait for n8n's hooks
 
 const run = randomUUID().slice(0, 8);
@@ -44,39 +44,10 @@ function sqlJson(query) {
 
 // ---------------------------------------------------------------- n8n
 
-async function n8n(route, method = "GET", body) {
-  const response = await fetch(`${env.N8N_URL}/api/v1${route}`, {
-    method,
-    headers: { "X-N8N-API-KEY": N8N_KEY, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(WAIT),
-  });
-  return { status: response.status, json: await response.json().catch(() => null) };
-}
-
 async function createWebhookWorkflow(label) {
-  const name = `e2e status ${run} ${label}`;
-  const nodes = [{
-    id: randomUUID(),
-    name: "Webhook",
-    type: "n8n-nodes-base.webhook",
-    typeVersion: 2,
-    position: [0, 0],
-    webhookId: randomUUID(),
-    parameters: { path: `e2e-status-${run}-${randomUUID()}`, httpMethod: "POST" },
-  }];
-  const answer = await n8n("/workflows", "POST", { name, nodes, connections: {}, settings: { executionOrder: "v1" } });
-  assert.equal(answer.status, 200, `n8n created ${name}: ${JSON.stringify(answer.json)}`);
-  created.workflows.push(answer.json.id);
-  return { id: answer.json.id, name, nodes: answer.json.nodes, connections: answer.json.connections };
-}
-
-/** DELETE, retried while n8n answers 409 (an unpublish still finishing). */
-async function deleteWorkflow(id) {
-  const deadline = Date.now() + 10_000;
-  let deleted;
-  while ((deleted = await n8n(`/workflows/${id}`, "DELETE")).status === 409 && Date.now() < deadline) await sleep(100);
-  return deleted.status;
+  const workflow = await createWorkflow(`e2e status ${run} ${label}`);
+  created.workflows.push(workflow.id);
+  return workflow;
 }
 
 // ---------------------------------------------------------------- data
