@@ -663,6 +663,8 @@ CREATE FUNCTION campaigns.refuse(p_code text, p_detail text) RETURNS void
     AS $$
 begin
   case p_code
+    when 'unauthorized' then
+      raise exception using errcode = 'PT401', message = 'unauthorized', detail = p_detail;
     when 'not_found' then
       raise exception using errcode = 'PT404', message = 'not_found', detail = p_detail;
     when 'forbidden' then
@@ -829,6 +831,9 @@ begin
   select * into v_settings from campaigns.settings;
   if v_target is null then
     perform observability.reject('action', 'action must be one of activate, deactivate, pause, resume');
+  end if;
+  if length(campaigns.caller_id()) > 200 then
+    perform campaigns.refuse('unauthorized', 'the token''s subject is longer than any user id (200 characters)');
   end if;
   if v_user is null or length(v_user) > 200 then
     perform observability.reject('p_user_id', 'the service role must name the user it acts for (1 to 200 characters)');
