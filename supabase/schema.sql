@@ -2428,6 +2428,59 @@ $$;
 ALTER FUNCTION observability.get_health_summary() OWNER TO postgres;
 
 --
+-- Name: get_job(uuid); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.get_job(p_job_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_job observability.jobs;
+begin
+  perform ops.require_operator();
+  select * into v_job from observability.jobs where id = p_job_id;
+  if not found then
+    raise exception using errcode = 'PT404', message = 'not_found', detail = 'no job has this id';
+  end if;
+  return jsonb_build_object(
+    'id', v_job.id, 'source', v_job.source, 'job_type', v_job.job_type, 'status', v_job.status,
+    'attempts', v_job.attempts, 'max_attempts', v_job.max_attempts, 'priority', v_job.priority,
+    'available_at', v_job.available_at, 'locked_by', v_job.locked_by, 'last_error', v_job.last_error,
+    'result', v_job.result, 'correlation_id', v_job.correlation_id, 'created_at', v_job.created_at,
+    'updated_at', v_job.updated_at, 'finished_at', v_job.finished_at,
+    'events', coalesce((select jsonb_agg(to_jsonb(e) - 'job_id' order by e.at desc)
+      from (select * from observability.job_events where job_id = p_job_id order by at desc limit 20) e), '[]'));
+end;
+$$;
+
+ALTER FUNCTION observability.get_job(p_job_id uuid) OWNER TO postgres;
+
+--
+-- Name: get_service_probe(text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.get_service_probe(p_name text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_service observability.services;
+begin
+  perform ops.require_operator();
+  select * into v_service from observability.services where name = p_name;
+  if not found then
+    raise exception using errcode = 'PT404', message = 'not_found', detail = 'no service has this name';
+  end if;
+  return jsonb_build_object('id', v_service.id, 'name', v_service.name, 'url', v_service.url,
+    'method', v_service.method, 'expected_status', v_service.expected_status,
+    'body_match', v_service.body_match, 'timeout_ms', v_service.timeout_ms);
+end;
+$$;
+
+ALTER FUNCTION observability.get_service_probe(p_name text) OWNER TO postgres;
+
+--
 -- Name: heartbeat_job(uuid, uuid, integer); Type: FUNCTION; Schema: observability; Owner: postgres
 --
 
@@ -2481,6 +2534,35 @@ end;
 $$;
 
 ALTER FUNCTION observability.job_for_update(p_job_id uuid) OWNER TO postgres;
+
+--
+-- Name: list_recent_jobs(integer, text, text); Type: FUNCTION; Schema: observability; Owner: postgres
+--
+
+CREATE FUNCTION observability.list_recent_jobs(p_limit integer DEFAULT 20, p_status text DEFAULT NULL::text, p_job_type text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform ops.require_operator();
+  if p_limit is null or p_limit not between 1 and 200 then
+    perform observability.reject('limit', 'limit must be 1 to 200');
+  end if;
+  if p_status is not null and p_status not in ('queued', 'running', 'succeeded', 'failed', 'dead', 'cancelled') then
+    perform observability.reject('status', 'status must be queued, running, succeeded, failed, dead or cancelled');
+  end if;
+  return coalesce((
+    select jsonb_agg(jsonb_build_object('id', j.id, 'job_type', j.job_type, 'source', j.source,
+      'status', j.status, 'attempts', j.attempts, 'last_error', j.last_error,
+      'correlation_id', j.correlation_id, 'created_at', j.created_at, 'finished_at', j.finished_at)
+      order by j.created_at desc)
+    from (select * from observability.jobs
+          where (p_status is null or status = p_status) and (p_job_type is null or job_type = p_job_type)
+          order by created_at desc limit p_limit) j), '[]');
+end;
+$$;
+
+ALTER FUNCTION observability.list_recent_jobs(p_limit integer, p_status text, p_job_type text) OWNER TO postgres;
 
 --
 -- Name: list_services_to_probe(integer); Type: FUNCTION; Schema: observability; Owner: postgres
@@ -2959,6 +3041,64 @@ $$;
 ALTER FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer) OWNER TO postgres;
 
 --
+-- Name: action_requests; Type: TABLE; Schema: ops; Owner: postgres
+--
+
+CREATE TABLE ops.action_requests (
+    handle text NOT NULL,
+    tool text NOT NULL,
+    arguments jsonb NOT NULL,
+    requested_by text NOT NULL,
+    requested_via text NOT NULL,
+    status text DEFAULT 'awaiting_approval'::text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    decided_by text,
+    decided_at timestamp with time zone,
+    decision_comment text,
+    result jsonb,
+    error text,
+    run_id text,
+    correlation_id text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT action_requests_arguments_check CHECK ((jsonb_typeof(arguments) = 'object'::text)),
+    CONSTRAINT action_requests_decision_comment_check CHECK ((length(decision_comment) <= 2000)),
+    CONSTRAINT action_requests_handle_check CHECK ((handle ~ '^apr_[A-Za-z0-9_-]{43}$'::text)),
+    CONSTRAINT action_requests_requested_by_check CHECK (((length(requested_by) >= 1) AND (length(requested_by) <= 200))),
+    CONSTRAINT action_requests_requested_via_check CHECK ((requested_via = ANY (ARRAY['mcp'::text, 'chatops'::text, 'console'::text, 'sql'::text]))),
+    CONSTRAINT action_requests_status_check CHECK ((status = ANY (ARRAY['awaiting_approval'::text, 'rejected'::text, 'expired'::text, 'done'::text, 'failed'::text]))),
+    CONSTRAINT action_requests_tool_check CHECK ((tool = ANY (ARRAY['deploy_release'::text, 'rollback_release'::text, 'redrive_dead_letters'::text])))
+);
+
+ALTER TABLE ops.action_requests OWNER TO postgres;
+
+--
+-- Name: action_summary(ops.action_requests); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.action_summary(p_request ops.action_requests) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select jsonb_strip_nulls(jsonb_build_object(
+    'handle', p_request.handle,
+    'tool', p_request.tool,
+    'arguments', p_request.arguments,
+    'status', case when p_request.status = 'awaiting_approval' and p_request.expires_at <= now()
+      then 'expired' else p_request.status end,
+    'requested_by', p_request.requested_by,
+    'expires_at', p_request.expires_at,
+    'decided_by', p_request.decided_by,
+    'decided_at', p_request.decided_at,
+    'result', p_request.result,
+    'error', p_request.error,
+    'run_id', p_request.run_id,
+    'run_status', (select r.status from ops.runs r where r.run_id = p_request.run_id)))
+$$;
+
+ALTER FUNCTION ops.action_summary(p_request ops.action_requests) OWNER TO postgres;
+
+--
 -- Name: actor(text, text); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
@@ -2969,7 +3109,11 @@ CREATE FUNCTION ops.actor(p_given text, p_field text DEFAULT 'p_requested_by'::t
 declare
   v_claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
   v_role text := current_setting('role');
+  v_acting_for text := nullif(current_setting('ops.acting_for', true), '');
 begin
+  if v_acting_for is not null then
+    return v_acting_for;
+  end if;
   if v_role = 'authenticated' then
     return coalesce(v_claims ->> 'email', v_claims ->> 'sub', 'authenticated');
   end if;
@@ -3087,6 +3231,52 @@ end;
 $$;
 
 ALTER FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_by text) OWNER TO postgres;
+
+--
+-- Name: check_action_arguments(text, jsonb); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.check_action_arguments(p_tool text, p_arguments jsonb) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $_$
+declare
+  v_project ops.projects;
+begin
+  if p_arguments is null or jsonb_typeof(p_arguments) <> 'object' then
+    perform observability.reject('arguments', 'arguments must be a JSON object');
+  end if;
+  if p_tool in ('deploy_release', 'rollback_release') then
+    select * into v_project from ops.projects where project_id = p_arguments ->> 'project_id';
+    if not found then
+      perform observability.reject('project_id', 'no project has this id');
+    end if;
+    if coalesce(p_arguments ->> 'env', '') !~ '^[a-z][a-z0-9-]{0,31}$' then
+      perform observability.reject('env', 'env must be an environment name such as staging or production');
+    end if;
+  end if;
+  if p_tool = 'deploy_release' then
+    if coalesce(p_arguments ->> 'git_sha', '') !~ '^[0-9a-f]{7,40}$' then
+      perform observability.reject('git_sha', 'git_sha must be 7 to 40 lowercase hex characters');
+    end if;
+    if coalesce(p_arguments ->> 'git_ref', 'refs/heads/main') !~ '^refs/[A-Za-z0-9._/-]{1,200}$' then
+      perform observability.reject('git_ref', 'git_ref must be a full ref such as refs/tags/v1.2.3');
+    end if;
+  elsif p_tool = 'rollback_release' then
+    if p_arguments ? 'to_run_id' and not exists (select 1 from ops.runs where run_id = p_arguments ->> 'to_run_id') then
+      perform observability.reject('to_run_id', 'no run has this id');
+    end if;
+  elsif p_tool = 'redrive_dead_letters' then
+    if not (p_arguments ?| array['event_pattern', 'error_contains', 'created_from', 'created_to', 'ids']) then
+      perform observability.reject('arguments', 'give event_pattern, error_contains, a time range or ids: redriving every dead event needs a filter');
+    end if;
+  else
+    perform observability.reject('tool', 'tool must be deploy_release, rollback_release or redrive_dead_letters');
+  end if;
+end;
+$_$;
+
+ALTER FUNCTION ops.check_action_arguments(p_tool text, p_arguments jsonb) OWNER TO postgres;
 
 --
 -- Name: claim_next_run(text, integer); Type: FUNCTION; Schema: ops; Owner: postgres
@@ -3331,6 +3521,110 @@ $$;
 ALTER FUNCTION ops.decide(p_run_id text, p_approve boolean, p_comment text, p_decided_by text) OWNER TO postgres;
 
 --
+-- Name: decide_action(text, boolean, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.decide_action(p_handle text, p_approve boolean, p_comment text DEFAULT NULL::text, p_decided_by text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_request ops.action_requests;
+  v_actor text;
+  v_result jsonb;
+  v_run jsonb;
+  v_args jsonb;
+  v_detail text;
+begin
+  perform ops.require_operator();
+  v_actor := ops.actor(p_decided_by, 'p_decided_by');
+  if p_approve is null then
+    perform observability.reject('p_approve', 'p_approve must be true or false');
+  end if;
+  if p_comment is not null and length(p_comment) > 2000 then
+    perform observability.reject('p_comment', 'p_comment must be at most 2000 characters');
+  end if;
+  select * into v_request from ops.action_requests where handle = p_handle for update;
+  if not found then
+    raise exception using errcode = 'PT404', message = 'not_found', detail = 'no action has this handle';
+  end if;
+  if v_request.status = 'awaiting_approval' and v_request.expires_at <= now() then
+    update ops.action_requests set status = 'expired', updated_at = now() where handle = p_handle;
+    -- The expiry is recorded even though the decision is refused.
+    return jsonb_build_object('handle', p_handle, 'status', 'expired', 'refused', 'the handle expired before a decision');
+  end if;
+  if v_request.status <> 'awaiting_approval' then
+    perform ops.refuse_state(format('this handle was already decided: it is %s', v_request.status));
+  end if;
+  if v_actor = v_request.requested_by then
+    raise exception using errcode = 'PT403', message = 'forbidden',
+      detail = 'an action is approved or rejected by someone other than whoever requested it';
+  end if;
+
+  if not p_approve then
+    update ops.action_requests set status = 'rejected', decided_by = v_actor, decided_at = now(),
+      decision_comment = p_comment, updated_at = now()
+    where handle = p_handle returning * into v_request;
+    perform ops.record_tool_call(v_actor, v_request.requested_via, v_request.tool, v_request.arguments, 'refused',
+      jsonb_build_object('handle', p_handle, 'decision', 'rejected', 'comment', p_comment), v_request.correlation_id);
+    return ops.action_summary(v_request);
+  end if;
+
+  v_args := v_request.arguments;
+  begin
+    -- The run is requested in the requester's name (see ops.actor) ...
+    perform set_config('ops.acting_for', v_request.requested_by, true);
+    if v_request.tool = 'deploy_release' then
+      v_run := ops.queue_run(v_args ->> 'project_id', v_args ->> 'env', v_args ->> 'git_sha',
+        coalesce(v_args ->> 'git_ref', 'refs/heads/main'), v_request.requested_by,
+        jsonb_build_object('action_handle', p_handle, 'requested_via', v_request.requested_via),
+        v_request.correlation_id);
+    elsif v_request.tool = 'rollback_release' then
+      v_run := ops.queue_rollback(v_args ->> 'project_id', v_args ->> 'env', v_args ->> 'to_run_id',
+        v_request.requested_by, v_request.correlation_id);
+    end if;
+    -- ... and approved in the decider's.
+    perform set_config('ops.acting_for', '', true);
+    if v_run is not null and v_run ->> 'status' = 'awaiting_approval' then
+      v_run := v_run || ops.decide(v_run ->> 'run_id', true,
+        coalesce(p_comment, format('approved with action %s', p_handle)), v_actor);
+    end if;
+    if v_request.tool = 'redrive_dead_letters' then
+      v_result := integration.redrive_dead_letters(
+        format('%s (approved by %s)', v_request.requested_by, v_actor),
+        (select array_agg(x::uuid) from jsonb_array_elements_text(v_args -> 'ids') x),
+        v_args ->> 'event_pattern', (v_args ->> 'created_from')::timestamptz, (v_args ->> 'created_to')::timestamptz,
+        v_args ->> 'error_contains', false);
+      if (v_result ->> 'redriven')::integer > 0 then
+        perform integration.request_router('redrive');
+      end if;
+    else
+      v_result := v_run;
+    end if;
+    update ops.action_requests set status = 'done', decided_by = v_actor, decided_at = now(),
+      decision_comment = p_comment, result = v_result, run_id = v_run ->> 'run_id', updated_at = now()
+    where handle = p_handle returning * into v_request;
+  exception when others then
+    get stacked diagnostics v_detail = pg_exception_detail;
+    perform set_config('ops.acting_for', '', true);
+    -- The action's own refusal (a frozen environment, a bad filter) fails
+    -- the handle; what it had begun is undone with this block.
+    update ops.action_requests set status = 'failed', decided_by = v_actor, decided_at = now(),
+      decision_comment = p_comment, error = left(concat_ws(': ', sqlerrm, nullif(v_detail, '')), 2000),
+      updated_at = now()
+    where handle = p_handle returning * into v_request;
+  end;
+  perform ops.record_tool_call(v_actor, v_request.requested_via, v_request.tool, v_request.arguments,
+    case when v_request.status = 'done' then 'ok' else 'failed' end,
+    jsonb_build_object('handle', p_handle, 'decision', 'approved', 'result', v_request.result, 'error', v_request.error),
+    v_request.correlation_id, v_request.run_id);
+  return ops.action_summary(v_request);
+end;
+$$;
+
+ALTER FUNCTION ops.decide_action(p_handle text, p_approve boolean, p_comment text, p_decided_by text) OWNER TO postgres;
+
+--
 -- Name: runs; Type: TABLE; Schema: ops; Owner: postgres
 --
 
@@ -3495,6 +3789,28 @@ $$;
 ALTER FUNCTION ops.finish_run(p_run_id text, p_status text, p_metadata jsonb, p_lease_token uuid, p_error text) OWNER TO postgres;
 
 --
+-- Name: get_action(text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.get_action(p_handle text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_request ops.action_requests;
+begin
+  perform ops.require_operator();
+  select * into v_request from ops.action_requests where handle = p_handle;
+  if not found then
+    raise exception using errcode = 'PT404', message = 'not_found', detail = 'no action has this handle';
+  end if;
+  return ops.action_summary(v_request);
+end;
+$$;
+
+ALTER FUNCTION ops.get_action(p_handle text) OWNER TO postgres;
+
+--
 -- Name: get_queue_depth(); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
@@ -3534,6 +3850,33 @@ end;
 $$;
 
 ALTER FUNCTION ops.get_queue_depth() OWNER TO postgres;
+
+--
+-- Name: get_run(text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.get_run(p_run_id text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_run ops.runs;
+begin
+  perform ops.require_operator();
+  select * into v_run from ops.runs where run_id = p_run_id;
+  if not found then
+    raise exception using errcode = 'PT404', message = 'not_found', detail = 'no run has this id';
+  end if;
+  return (to_jsonb(v_run) - 'lease_token' - 'progress') || jsonb_build_object(
+    'events', coalesce((select jsonb_agg(jsonb_build_object('at', e.created_at, 'level', e.level,
+      'message', e.message, 'phase', e.phase, 'actor', e.actor) order by e.id)
+      from ops.run_events e where e.run_id = p_run_id), '[]'),
+    'artifacts', coalesce((select jsonb_agg(jsonb_build_object('kind', a.kind, 'name', a.name,
+      'url', a.url, 'digest', a.digest)) from ops.artifacts a where a.run_id = p_run_id), '[]'));
+end;
+$$;
+
+ALTER FUNCTION ops.get_run(p_run_id text) OWNER TO postgres;
 
 --
 -- Name: get_trace(text); Type: FUNCTION; Schema: ops; Owner: postgres
@@ -3752,6 +4095,32 @@ $$;
 ALTER FUNCTION ops.leased_run(p_run_id text, p_lease_token uuid) OWNER TO postgres;
 
 --
+-- Name: list_runs(integer, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.list_runs(p_limit integer DEFAULT 20, p_project_id text DEFAULT NULL::text, p_status text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform ops.require_operator();
+  if p_limit is null or p_limit not between 1 and 200 then
+    perform observability.reject('limit', 'limit must be 1 to 200');
+  end if;
+  return coalesce((
+    select jsonb_agg(jsonb_build_object('run_id', r.run_id, 'project_id', r.project_id, 'env', r.env,
+      'kind', r.kind, 'status', r.status, 'phase', r.phase, 'git_sha', r.git_sha, 'git_ref', r.git_ref,
+      'requested_by', r.requested_by, 'correlation_id', r.correlation_id, 'queued_at', r.queued_at,
+      'finished_at', r.finished_at, 'error', r.error) order by r.queued_at desc)
+    from (select * from ops.runs
+          where (p_project_id is null or project_id = p_project_id) and (p_status is null or status = p_status)
+          order by queued_at desc limit p_limit) r), '[]');
+end;
+$$;
+
+ALTER FUNCTION ops.list_runs(p_limit integer, p_project_id text, p_status text) OWNER TO postgres;
+
+--
 -- Name: lock_environment(text, text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
@@ -3904,6 +4273,49 @@ $$;
 ALTER FUNCTION ops.record_event(p_run ops.runs, p_level text, p_message text, p_phase text, p_payload jsonb, p_actor text) OWNER TO postgres;
 
 --
+-- Name: record_tool_call(text, text, text, jsonb, text, jsonb, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.record_tool_call(p_caller text, p_via text, p_tool text, p_arguments jsonb, p_outcome text, p_detail jsonb DEFAULT '{}'::jsonb, p_correlation_id text DEFAULT NULL::text, p_run_id text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_id bigint;
+begin
+  if p_caller is null or length(p_caller) not between 1 and 200 then
+    perform observability.reject('p_caller', 'p_caller must be 1 to 200 characters');
+  end if;
+  if p_via is null or p_via not in ('mcp', 'chatops', 'console', 'sql') then
+    perform observability.reject('p_via', 'p_via must be mcp, chatops, console or sql');
+  end if;
+  if p_tool is null or p_tool !~ '^[a-z][a-z0-9_/.-]{0,63}$' then
+    perform observability.reject('p_tool', 'p_tool must be a tool or command name');
+  end if;
+  if p_outcome is null or p_outcome not in ('ok', 'refused', 'failed', 'awaiting_approval') then
+    perform observability.reject('p_outcome', 'p_outcome must be ok, refused, failed or awaiting_approval');
+  end if;
+  if p_arguments is not null and jsonb_typeof(p_arguments) <> 'object' then
+    perform observability.reject('p_arguments', 'p_arguments must be a JSON object');
+  end if;
+  if p_run_id is not null and not exists (select 1 from ops.runs where run_id = p_run_id) then
+    p_run_id := null; -- an agent's guess at a run id is audited, not trusted
+  end if;
+  insert into ops.run_events (run_id, level, message, payload, actor, correlation_id)
+  values (p_run_id,
+    case p_outcome when 'ok' then 'info' when 'awaiting_approval' then 'info' else 'warn' end,
+    left(format('%s %s: %s', p_via, p_tool, p_outcome), 2000),
+    jsonb_build_object('via', p_via, 'tool', p_tool, 'arguments', coalesce(p_arguments, '{}'),
+      'outcome', p_outcome, 'detail', coalesce(p_detail, '{}')),
+    p_caller, coalesce(p_correlation_id, gen_random_uuid()::text))
+  returning id into v_id;
+  return v_id;
+end;
+$_$;
+
+ALTER FUNCTION ops.record_tool_call(p_caller text, p_via text, p_tool text, p_arguments jsonb, p_outcome text, p_detail jsonb, p_correlation_id text, p_run_id text) OWNER TO postgres;
+
+--
 -- Name: refuse_run_event_change(); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 
@@ -3970,6 +4382,38 @@ end;
 $$;
 
 ALTER FUNCTION ops.renew_lease(p_run ops.runs, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: request_action(text, jsonb, text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.request_action(p_tool text, p_arguments jsonb, p_requested_by text, p_via text, p_correlation_id text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_request ops.action_requests;
+  v_correlation_id text := coalesce(p_correlation_id, gen_random_uuid()::text);
+begin
+  if p_requested_by is null or length(p_requested_by) not between 1 and 200 then
+    perform observability.reject('p_requested_by', 'p_requested_by must be 1 to 200 characters');
+  end if;
+  if p_via is null or p_via not in ('mcp', 'chatops', 'console', 'sql') then
+    perform observability.reject('p_via', 'p_via must be mcp, chatops, console or sql');
+  end if;
+  perform ops.check_action_arguments(p_tool, p_arguments);
+  insert into ops.action_requests (handle, tool, arguments, requested_by, requested_via, expires_at, correlation_id)
+  values ('apr_' || translate(encode(decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'), 'base64'), '+/=', '-_'),
+    p_tool, p_arguments, p_requested_by, p_via,
+    now() + make_interval(secs => (select action_ttl_seconds from ops.settings)), v_correlation_id)
+  returning * into v_request;
+  perform ops.record_tool_call(p_requested_by, p_via, p_tool, p_arguments, 'awaiting_approval',
+    jsonb_build_object('handle', v_request.handle, 'expires_at', v_request.expires_at), v_correlation_id);
+  return ops.action_summary(v_request);
+end;
+$$;
+
+ALTER FUNCTION ops.request_action(p_tool text, p_arguments jsonb, p_requested_by text, p_via text, p_correlation_id text) OWNER TO postgres;
 
 --
 -- Name: requeue_run(text, text); Type: FUNCTION; Schema: ops; Owner: postgres
@@ -4186,6 +4630,23 @@ end;
 $_$;
 
 ALTER FUNCTION ops.wake_runner_if_due(p_reason text) OWNER TO postgres;
+
+--
+-- Name: whoami(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.whoami() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select jsonb_build_object(
+    'role', current_setting('role'),
+    'sub', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub',
+    'email', nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email',
+    'operator', ops.is_operator())
+$$;
+
+ALTER FUNCTION ops.whoami() OWNER TO postgres;
 
 --
 -- Name: yield_run(text, uuid, integer); Type: FUNCTION; Schema: ops; Owner: postgres
@@ -4956,7 +5417,7 @@ ALTER TABLE ops.events OWNER TO postgres;
 
 CREATE TABLE ops.run_events (
     id bigint NOT NULL,
-    run_id text NOT NULL,
+    run_id text,
     created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     level text NOT NULL,
     message text NOT NULL,
@@ -5017,6 +5478,8 @@ CREATE TABLE ops.settings (
     wake_window_seconds integer DEFAULT 15 NOT NULL,
     max_lease_expiries integer DEFAULT 3 NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    action_ttl_seconds integer DEFAULT 3600 NOT NULL,
+    CONSTRAINT settings_action_ttl_seconds_check CHECK (((action_ttl_seconds >= 60) AND (action_ttl_seconds <= 604800))),
     CONSTRAINT settings_lease_seconds_check CHECK (((lease_seconds >= 5) AND (lease_seconds <= 3600))),
     CONSTRAINT settings_max_lease_expiries_check CHECK (((max_lease_expiries >= 1) AND (max_lease_expiries <= 100))),
     CONSTRAINT settings_max_runners_check CHECK (((max_runners >= 1) AND (max_runners <= 64))),
@@ -5368,6 +5831,13 @@ ALTER TABLE ONLY observability.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (singleton);
 
 --
+-- Name: action_requests action_requests_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.action_requests
+    ADD CONSTRAINT action_requests_pkey PRIMARY KEY (handle);
+
+--
 -- Name: approvals approvals_pkey; Type: CONSTRAINT; Schema: ops; Owner: postgres
 --
 
@@ -5630,6 +6100,12 @@ CREATE INDEX service_health_correlation_id_idx ON observability.service_health U
 CREATE INDEX service_health_service_idx ON observability.service_health USING btree (service_id, checked_at);
 
 --
+-- Name: action_requests_awaiting; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX action_requests_awaiting ON ops.action_requests USING btree (expires_at) WHERE (status = 'awaiting_approval'::text);
+
+--
 -- Name: run_events_correlation_id_idx; Type: INDEX; Schema: ops; Owner: postgres
 --
 
@@ -5771,6 +6247,13 @@ ALTER TABLE ONLY observability.service_health
 
 ALTER TABLE ONLY observability.service_metrics
     ADD CONSTRAINT service_metrics_service_id_fkey FOREIGN KEY (service_id) REFERENCES observability.services(id) ON DELETE CASCADE;
+
+--
+-- Name: action_requests action_requests_run_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ONLY ops.action_requests
+    ADD CONSTRAINT action_requests_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.runs(run_id);
 
 --
 -- Name: approvals approvals_run_id_fkey; Type: FK CONSTRAINT; Schema: ops; Owner: postgres
@@ -6109,6 +6592,18 @@ ALTER TABLE observability.settings ENABLE ROW LEVEL SECURITY;
 --
 
 CREATE POLICY settings_operator_read ON observability.settings FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
+-- Name: action_requests; Type: ROW SECURITY; Schema: ops; Owner: postgres
+--
+
+ALTER TABLE ops.action_requests ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: action_requests action_requests_operator_read; Type: POLICY; Schema: ops; Owner: postgres
+--
+
+CREATE POLICY action_requests_operator_read ON ops.action_requests FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
 
 --
 -- Name: approvals; Type: ROW SECURITY; Schema: ops; Owner: postgres
@@ -6722,6 +7217,22 @@ GRANT ALL ON FUNCTION observability.get_health_summary() TO authenticated;
 GRANT ALL ON FUNCTION observability.get_health_summary() TO service_role;
 
 --
+-- Name: FUNCTION get_job(p_job_id uuid); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.get_job(p_job_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.get_job(p_job_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION observability.get_job(p_job_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION get_service_probe(p_name text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.get_service_probe(p_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.get_service_probe(p_name text) TO authenticated;
+GRANT ALL ON FUNCTION observability.get_service_probe(p_name text) TO service_role;
+
+--
 -- Name: FUNCTION heartbeat_job(job_id uuid, lease_token uuid, lease_seconds integer); Type: ACL; Schema: observability; Owner: postgres
 --
 
@@ -6733,6 +7244,14 @@ GRANT ALL ON FUNCTION observability.heartbeat_job(job_id uuid, lease_token uuid,
 --
 
 REVOKE ALL ON FUNCTION observability.job_for_update(p_job_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION list_recent_jobs(p_limit integer, p_status text, p_job_type text); Type: ACL; Schema: observability; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION observability.list_recent_jobs(p_limit integer, p_status text, p_job_type text) FROM PUBLIC;
+GRANT ALL ON FUNCTION observability.list_recent_jobs(p_limit integer, p_status text, p_job_type text) TO authenticated;
+GRANT ALL ON FUNCTION observability.list_recent_jobs(p_limit integer, p_status text, p_job_type text) TO service_role;
 
 --
 -- Name: FUNCTION list_services_to_probe(max_services integer); Type: ACL; Schema: observability; Owner: postgres
@@ -6830,6 +7349,19 @@ REVOKE ALL ON FUNCTION observability.start_job(job_id uuid, worker text, lease_s
 GRANT ALL ON FUNCTION observability.start_job(job_id uuid, worker text, lease_seconds integer) TO service_role;
 
 --
+-- Name: TABLE action_requests; Type: ACL; Schema: ops; Owner: postgres
+--
+
+GRANT SELECT ON TABLE ops.action_requests TO service_role;
+GRANT SELECT ON TABLE ops.action_requests TO authenticated;
+
+--
+-- Name: FUNCTION action_summary(p_request ops.action_requests); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.action_summary(p_request ops.action_requests) FROM PUBLIC;
+
+--
 -- Name: FUNCTION actor(p_given text, p_field text); Type: ACL; Schema: ops; Owner: postgres
 --
 
@@ -6865,6 +7397,12 @@ GRANT ALL ON FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_b
 GRANT ALL ON FUNCTION ops.cancel_run(p_run_id text, p_reason text, p_requested_by text) TO service_role;
 
 --
+-- Name: FUNCTION check_action_arguments(p_tool text, p_arguments jsonb); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.check_action_arguments(p_tool text, p_arguments jsonb) FROM PUBLIC;
+
+--
 -- Name: FUNCTION claim_next_run(p_worker_id text, p_lease_seconds integer); Type: ACL; Schema: ops; Owner: postgres
 --
 
@@ -6883,6 +7421,14 @@ GRANT ALL ON FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_ph
 --
 
 REVOKE ALL ON FUNCTION ops.decide(p_run_id text, p_approve boolean, p_comment text, p_decided_by text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION decide_action(p_handle text, p_approve boolean, p_comment text, p_decided_by text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.decide_action(p_handle text, p_approve boolean, p_comment text, p_decided_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.decide_action(p_handle text, p_approve boolean, p_comment text, p_decided_by text) TO service_role;
+GRANT ALL ON FUNCTION ops.decide_action(p_handle text, p_approve boolean, p_comment text, p_decided_by text) TO authenticated;
 
 --
 -- Name: TABLE runs; Type: ACL; Schema: ops; Owner: postgres
@@ -6905,12 +7451,28 @@ REVOKE ALL ON FUNCTION ops.finish_run(p_run_id text, p_status text, p_metadata j
 GRANT ALL ON FUNCTION ops.finish_run(p_run_id text, p_status text, p_metadata jsonb, p_lease_token uuid, p_error text) TO service_role;
 
 --
+-- Name: FUNCTION get_action(p_handle text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.get_action(p_handle text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.get_action(p_handle text) TO service_role;
+GRANT ALL ON FUNCTION ops.get_action(p_handle text) TO authenticated;
+
+--
 -- Name: FUNCTION get_queue_depth(); Type: ACL; Schema: ops; Owner: postgres
 --
 
 REVOKE ALL ON FUNCTION ops.get_queue_depth() FROM PUBLIC;
 GRANT ALL ON FUNCTION ops.get_queue_depth() TO authenticated;
 GRANT ALL ON FUNCTION ops.get_queue_depth() TO service_role;
+
+--
+-- Name: FUNCTION get_run(p_run_id text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.get_run(p_run_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.get_run(p_run_id text) TO authenticated;
+GRANT ALL ON FUNCTION ops.get_run(p_run_id text) TO service_role;
 
 --
 -- Name: FUNCTION get_trace(correlation_id text); Type: ACL; Schema: ops; Owner: postgres
@@ -6968,6 +7530,14 @@ GRANT ALL ON FUNCTION ops.is_operator() TO service_role;
 REVOKE ALL ON FUNCTION ops.leased_run(p_run_id text, p_lease_token uuid) FROM PUBLIC;
 
 --
+-- Name: FUNCTION list_runs(p_limit integer, p_project_id text, p_status text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.list_runs(p_limit integer, p_project_id text, p_status text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.list_runs(p_limit integer, p_project_id text, p_status text) TO authenticated;
+GRANT ALL ON FUNCTION ops.list_runs(p_limit integer, p_project_id text, p_status text) TO service_role;
+
+--
 -- Name: FUNCTION lock_environment(p_project_id text, p_env text, p_reason text, p_locked_by text); Type: ACL; Schema: ops; Owner: postgres
 --
 
@@ -7004,6 +7574,13 @@ GRANT ALL ON FUNCTION ops.queue_run(p_project_id text, p_env text, p_git_sha tex
 REVOKE ALL ON FUNCTION ops.record_event(p_run ops.runs, p_level text, p_message text, p_phase text, p_payload jsonb, p_actor text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION record_tool_call(p_caller text, p_via text, p_tool text, p_arguments jsonb, p_outcome text, p_detail jsonb, p_correlation_id text, p_run_id text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.record_tool_call(p_caller text, p_via text, p_tool text, p_arguments jsonb, p_outcome text, p_detail jsonb, p_correlation_id text, p_run_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.record_tool_call(p_caller text, p_via text, p_tool text, p_arguments jsonb, p_outcome text, p_detail jsonb, p_correlation_id text, p_run_id text) TO service_role;
+
+--
 -- Name: FUNCTION refuse_run_event_change(); Type: ACL; Schema: ops; Owner: postgres
 --
 
@@ -7028,6 +7605,13 @@ GRANT ALL ON FUNCTION ops.reject_run(p_run_id text, p_comment text, p_rejected_b
 --
 
 REVOKE ALL ON FUNCTION ops.renew_lease(p_run ops.runs, p_lease_seconds integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION request_action(p_tool text, p_arguments jsonb, p_requested_by text, p_via text, p_correlation_id text); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.request_action(p_tool text, p_arguments jsonb, p_requested_by text, p_via text, p_correlation_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.request_action(p_tool text, p_arguments jsonb, p_requested_by text, p_via text, p_correlation_id text) TO service_role;
 
 --
 -- Name: FUNCTION requeue_run(p_run_id text, p_requested_by text); Type: ACL; Schema: ops; Owner: postgres
@@ -7083,6 +7667,14 @@ REVOKE ALL ON FUNCTION ops.wake_runner(p_reason text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ops.wake_runner_if_due(p_reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION ops.wake_runner_if_due(p_reason text) TO service_role;
+
+--
+-- Name: FUNCTION whoami(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.whoami() FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.whoami() TO authenticated;
+GRANT ALL ON FUNCTION ops.whoami() TO service_role;
 
 --
 -- Name: FUNCTION yield_run(p_run_id text, p_lease_token uuid, p_resume_in_ms integer); Type: ACL; Schema: ops; Owner: postgres

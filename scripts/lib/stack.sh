@@ -90,6 +90,28 @@ install_node_tools() {
   (cd "$NODE_TOOLS" && npm install --no-audit --no-fund --loglevel=error)
 }
 
+# Python test tools (the MCP Python SDK) in a venv in the cache; the copy of
+# the requirements in the venv, written only after pip succeeded, marks it done.
+install_python_tools() {
+  local venv="$CACHE/python" requirements="$ROOT/scripts/tooling/python/requirements.txt"
+  if [ -f "$venv/requirements.txt" ] && cmp -s "$requirements" "$venv/requirements.txt" \
+     && "$venv/bin/python" -c '' 2>/dev/null; then
+    return 0
+  fi
+  step "Installing pinned Python tools into $venv (the MCP Python SDK)"
+  # A fresh venv each time the pins change: nothing left over from the last ones.
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    # Debian's python3 keeps venv in a package of its own.
+    [ "$(id -u)" = 0 ] || die "python3 cannot create a venv: install python3-venv"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+}
+
 # n8n is about 3 GB and 6 minutes to install, so it is cached like the other
 # tools. Installed even with SWITCHYARD_N8N=off: the n8n tests start it then.
 install_n8n() {
@@ -116,6 +138,7 @@ install_all() {
   install_apt_packages
   install_rust_target
   install_node_tools
+  install_python_tools
   install_n8n
   install_cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build
   install_cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
@@ -164,6 +187,16 @@ ensure_secrets() {
     # What n8n's status hooks sign their reports with (x-n8n-signature).
     add_secret N8N_STATUS_WEBHOOK_SECRET "$(openssl rand -hex 32)"
     add_secret CAMPAIGN_SYNC_INVOCATION_TOKEN "syi_$(openssl rand -hex 24)"
+    # ops-mcp's agent tokens: every tool, and the read-only tools only.
+    add_secret OPS_MCP_TOKEN "mcp_$(openssl rand -hex 24)"
+    add_secret OPS_MCP_READ_TOKEN "mcpr_$(openssl rand -hex 24)"
+    # Mattermost's token of each slash command, and ChatOps' GitHub token
+    # (locally the GitHub stand-in's, which accepts one token).
+    local command
+    for command in DEPLOY HOTFIX APPROVE REJECT STATUS; do
+      add_secret "CHATOPS_TOKEN_$command" "$(openssl rand -hex 16)"
+    done
+    add_secret CHATOPS_GITHUB_TOKEN "$(sed -n 's/^OPS_RUNNER_GITHUB_TOKEN=//p' "$SECRETS")"
   )
   [ $had_file -eq 1 ] || step "Generated local secrets in $SECRETS"
 }
@@ -209,6 +242,15 @@ GITHUB_STANDIN_URL=http://127.0.0.1:$GITHUB_PORT
 N8N_STATUS_WEBHOOK_SECRET=$N8N_STATUS_WEBHOOK_SECRET
 CAMPAIGN_SYNC_INVOCATION_TOKEN=$CAMPAIGN_SYNC_INVOCATION_TOKEN
 DASHBOARD_URL=http://127.0.0.1:$API_PORT/functions/v1/campaign-dashboard/
+MCP_URL=http://127.0.0.1:$API_PORT/functions/v1/ops-mcp
+OPS_MCP_TOKEN=$OPS_MCP_TOKEN
+OPS_MCP_READ_TOKEN=$OPS_MCP_READ_TOKEN
+CHATOPS_URL=http://127.0.0.1:$API_PORT/functions/v1/chatops
+CHATOPS_TOKEN_DEPLOY=$CHATOPS_TOKEN_DEPLOY
+CHATOPS_TOKEN_HOTFIX=$CHATOPS_TOKEN_HOTFIX
+CHATOPS_TOKEN_APPROVE=$CHATOPS_TOKEN_APPROVE
+CHATOPS_TOKEN_REJECT=$CHATOPS_TOKEN_REJECT
+CHATOPS_TOKEN_STATUS=$CHATOPS_TOKEN_STATUS
 EOF
 }
 

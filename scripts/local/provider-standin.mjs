@@ -1,6 +1,7 @@
 // The local stack's GitHub: the slice of GitHub's REST API that ops-runner uses to build and
-// deploy a project (Actions dispatch and runs, GHCR container package versions, Deployments),
-// plus the deployed apps' health endpoints. GitHub is out of reach here, so this speaks the
+// deploy a project (Actions dispatch and runs, GHCR container package versions, Deployments), and
+// ChatOps uses for /hotfix and /deploy (issues, refs, commits, pull requests, labels), plus the
+// deployed apps' health endpoints. GitHub is out of reach here, so this speaks the
 // same shapes, drives runs and deployments forward with time (evaluated lazily on each
 // request, so nothing ticks in the background), and fails, hangs or dawdles when a test asks.
 //
@@ -9,6 +10,9 @@
 //   POST /repos/<o>/<r>/actions/runs/<id>/cancel
 //   GET  /orgs|users/<owner>/packages/container/<name>/versions   published by successful runs
 //   POST /repos/<o>/<r>/deployments, GET .../deployments[/<id>[/statuses]]
+//   GET  /repos/<o>/<r>/issues/<n>, POST .../issues/<n>/labels    #123 and #124 seeded in every repo
+//   GET  /repos/<o>/<r>/git/ref/(heads|tags)/<name>, POST .../git/refs, POST .../git/commits
+//   GET  /repos/<o>/<r>/commits/<sha|branch|tag>, POST .../pulls     main and v1.2.3 seeded in every repo
 //   GET  /apps/<o>/<r>/<env>/health      (no auth) the app as the last successful deployment left it
 //   POST /_control/rules {"match","behaviour","times"}, DELETE /_control/rules[/<id>]
 //   GET  /_calls?sha=&repo=&kind=&since=, GET /_state, GET /      (no auth) for people and tests
@@ -75,6 +79,9 @@ const ENUMS = {
   deploy_request: ["ok", "error", "hang_after_create"],
   deploy: ["success", "failure", "error", "hang"],
   health: ["ok", "fail", "wrong_sha", "slow"],
+  // Any other API request (issues, refs, commits, pull requests, labels, and the reads of runs,
+  // packages and deployments); dispatch and deployment creation have their own keys above.
+  api: ["ok", "error", "unauthorized", "forbidden", "hang", "error_after_create", "hang_after_create"],
 };
 const DURATIONS = ["queue_ms", "build_ms", "deploy_ms", "health_delay_ms", "api_delay_ms"];
 // Which behaviour keys each kind of request consults; a rule without any of them is not used up by it.
@@ -83,12 +90,14 @@ const KEYS = {
   deployment_create: ["deploy_request", "deploy_ms", "deploy", "api_delay_ms"],
   health: ["health", "health_delay_ms"],
 };
+const OTHER_KEYS = ["api", "api_delay_ms"];
 
 function validateRule(body) {
   const { match = {}, behaviour, times } = body ?? {};
   if (typeof match !== "object" || Array.isArray(match) || match === null) return "match must be an object";
   for (const [k, v] of Object.entries(match)) {
-    if (!["sha", "repo", "environment"].includes(k) || typeof v !== "string") return `match.${k}: expected sha, repo or environment, a string`;
+    if (!["sha", "repo", "environment", "kind"].includes(k) || typeof v !== "string") return `match.${k}: expected sha, repo, environment or kind, a string`;
+    if (k === "kind" && !KINDS.includes(v)) return `match.kind: one of ${KINDS.join(", ")}`;
   }
   if (typeof behaviour !== "object" || Array.isArray(behaviour) || behaviour === null) return "behaviour must be an object";
   for (const [k, v] of Object.entries(behaviour)) {
@@ -106,6 +115,7 @@ const matches = (match, ctx) => Object.entries(match).every(([k, v]) => {
   const want = v.toLowerCase();
   if (k === "sha") return [ctx.sha, ctx.ref].some((x) => typeof x === "string" && x.toLowerCase() === want);
   if (k === "repo") return ctx.repo?.toLowerCase() === want;
+  if (k === "kind") return ctx.kind === v;
   return ctx.environment === v;
 });
 
@@ -338,6 +348,290 @@ function findDeployment(owner, repo, id) {
   return deployments.find((d) => d.id === Number(id) && repoKey(d.owner, d.repo) === repoKey(owner, repo));
 }
 
+// ---- issues, git data and pull requests (what ChatOps' /hotfix and /deploy use) ----
+// Every repository exists and starts alike: `main` at MAIN_SHA, one commit on top of the
+// lightweight tag `v1.2.3` at TAG_SHA; GitHub's default labels; issue #123 (open, "bug") and #124
+// (closed, "documentation"). Pull requests take the next number after the highest issue, as GitHub
+// numbers issues and pull requests together. Commits exist only as seeded or made with
+// POST .../git/commits; nothing here pushes.
+const MAIN_SHA = "a410d51a495ee5fc52ccbbb5a0285ac76d494c41";
+const TAG_SHA = "1383d7cbaa251e68f4331d2f5868f0b0ffa1ddd8";
+const SEED_COMMITS = [
+  { sha: TAG_SHA, tree: "ea266285ae36585ac5e8d6b621f9fb0f42230f23", parents: [], message: "Release v1.2.3", date: "2026-11-02T09:30:00Z" },
+  { sha: MAIN_SHA, tree: "25dc82236a65d30641373425797a975db682a954", parents: [TAG_SHA], message: "Fix flaky checkout test", date: "2026-11-20T14:05:00Z" },
+];
+const DEFAULT_LABELS = [
+  ["bug", "d73a4a", "Something isn't working"], ["documentation", "0075ca", "Improvements or additions to documentation"],
+  ["duplicate", "cfd3d7", "This issue or pull request already exists"], ["enhancement", "a2eeef", "New feature or request"],
+  ["good first issue", "7057ff", "Good for newcomers"], ["help wanted", "008672", "Extra attention is needed"],
+  ["invalid", "e4e669", "This doesn't seem right"], ["question", "d876e3", "Further information is requested"],
+  ["wontfix", "ffffff", "This will not be worked on"],
+];
+const REPORTER = { login: "issue-reporter", id: 2, node_id: "U_reporter", type: "User", site_admin: false };
+const SEED_ISSUES = [
+  { number: 123, title: "Login fails on Safari", body: "Signing in from Safari 17 goes back to the login page without an error.", labels: ["bug"], created: "2026-11-18T08:12:00Z" },
+  { number: 124, title: "Typo in footer", body: "The footer says \"Copyrigth\".", labels: ["documentation"], created: "2026-11-10T16:40:00Z", closed: "2026-11-12T10:02:00Z" },
+];
+// GitHub points each error at the endpoint's documentation.
+const DOC = {
+  issue: `${DOCS}/issues/issues#get-an-issue`, labels: `${DOCS}/issues/labels#add-labels-to-an-issue`,
+  ref: `${DOCS}/git/refs#get-a-reference`, refCreate: `${DOCS}/git/refs#create-a-reference`,
+  commitCreate: `${DOCS}/git/commits#create-a-commit`, commit: `${DOCS}/commits/commits#get-a-commit`,
+  pull: `${DOCS}/pulls/pulls#create-a-pull-request`,
+};
+const UNSIGNED = { verified: false, reason: "unsigned", signature: null, payload: null, verified_at: null };
+const repos = new Map(); // "owner/repo" (lower case) -> {owner, repo, commits, refs, labels, issues}
+const labelAdditions = []; // for /_state
+
+function gitRepo(owner, repo) {
+  const key = repoKey(owner, repo);
+  if (repos.has(key)) return repos.get(key);
+  const g = { owner, repo, commits: new Map(), refs: new Map(), labels: new Map(), issues: new Map() };
+  for (const c of SEED_COMMITS) g.commits.set(c.sha, { ...c, created: Date.parse(c.date), author: null, seeded: true });
+  g.refs.set("refs/heads/main", { sha: MAIN_SHA, seeded: true });
+  g.refs.set("refs/tags/v1.2.3", { sha: TAG_SHA, seeded: true });
+  for (const [name, color, description] of DEFAULT_LABELS) g.labels.set(name, { id: numericId(`${key}:label:${name}`), name, color, description, default: true });
+  for (const i of SEED_ISSUES) {
+    g.issues.set(i.number, {
+      id: numericId(`${key}#${i.number}`), number: i.number, title: i.title, body: i.body, user: REPORTER,
+      labels: i.labels.map((n) => g.labels.get(n)), state: i.closed ? "closed" : "open",
+      created: Date.parse(i.created), updated: Date.parse(i.closed ?? i.created), closed: i.closed ? Date.parse(i.closed) : null, pull: null,
+    });
+  }
+  repos.set(key, g);
+  return g;
+}
+
+const decode = (s) => { try { return decodeURIComponent(s); } catch { return s; } };
+const validation = (doc, errors) => error(422, "Validation Failed", { documentation_url: doc, errors });
+// GitHub's schema check: a missing field "wasn't supplied", a wrong type "is not a <type>".
+function fieldProblem(body, field, type, doc, required = true) {
+  const v = body[field];
+  if (v === undefined) return required ? error(422, `Invalid request.\n\n"${field}" wasn't supplied.`, { documentation_url: doc }) : null;
+  const ok = type === "array" ? Array.isArray(v) : type === "string" && !required ? v === null || typeof v === "string" : typeof v === type;
+  return ok ? null : error(422, `Invalid request.\n\nFor 'properties/${field}', ${JSON.stringify(v)} is not ${type === "array" ? "an" : "a"} ${type}.`, { documentation_url: doc });
+}
+
+// A commit named the way GET /commits/{ref} takes it: a full sha, a branch or tag (bare,
+// heads/..., tags/..., refs/...), or 7 or more leading hex digits of a sha.
+function findCommit(g, ref) {
+  if (/^[0-9a-f]{40}$/i.test(ref) && g.commits.has(ref.toLowerCase())) return g.commits.get(ref.toLowerCase());
+  const name = ref.replace(/^refs\//, "");
+  const named = g.refs.get(`refs/${name}`) ?? g.refs.get(`refs/heads/${name}`) ?? g.refs.get(`refs/tags/${name}`);
+  if (named) return g.commits.get(named.sha);
+  if (!/^[0-9a-f]{7,39}$/i.test(ref)) return undefined;
+  const matching = [...g.commits.values()].filter((c) => c.sha.startsWith(ref.toLowerCase()));
+  return matching.length === 1 ? matching[0] : undefined;
+}
+function ancestry(g, sha) {
+  const seen = new Set();
+  for (const stack = [sha]; stack.length;) {
+    const s = stack.pop();
+    if (seen.has(s)) continue;
+    seen.add(s);
+    stack.push(...(g.commits.get(s)?.parents ?? []));
+  }
+  return seen;
+}
+// How many commits head has that base does not: 0 is GitHub's "No commits between".
+const commitsAhead = (g, head, baseSha) => { const inBase = ancestry(g, baseSha); return [...ancestry(g, head)].filter((s) => !inBase.has(s)).length; };
+
+// git check-ref-format, as GitHub applies it to a new ref's name.
+const validRefName = (ref) => !/[\x00-\x20\x7f~^:?*[\\]|\.\.|@\{|\/\/|\/\.|\.lock(\/|$)|[/.]$/.test(ref) && ref !== "@";
+
+// ---- shapes ----
+const labelJson = (o, r, l) => ({ id: l.id, node_id: nodeId("LA", l.id), url: `${apiRepo(o, r)}/labels/${encodeURIComponent(l.name)}`, name: l.name, color: l.color, default: l.default, description: l.description });
+const refJson = (o, r, ref, sha) => ({
+  ref, node_id: nodeId("REF", `${repoKey(o, r)}:${ref}`), url: `${apiRepo(o, r)}/git/${ref}`,
+  object: { sha, type: "commit", url: `${apiRepo(o, r)}/git/commits/${sha}` },
+});
+const person = (c) => c.author ?? { name: "switchyard", email: "switchyard@localhost", date: iso(c.created) };
+
+function commitJson(o, r, c) {
+  const api = apiRepo(o, r);
+  return {
+    sha: c.sha, node_id: nodeId("C", c.sha), url: `${api}/commits/${c.sha}`, html_url: `${base}/${o}/${r}/commit/${c.sha}`, comments_url: `${api}/commits/${c.sha}/comments`,
+    commit: {
+      author: person(c), committer: person(c), message: c.message, tree: { sha: c.tree, url: `${api}/git/trees/${c.tree}` },
+      url: `${api}/git/commits/${c.sha}`, comment_count: 0, verification: UNSIGNED,
+    },
+    author: CREATOR, committer: CREATOR,
+    parents: c.parents.map((p) => ({ sha: p, url: `${api}/commits/${p}`, html_url: `${base}/${o}/${r}/commit/${p}` })),
+    stats: { total: 0, additions: 0, deletions: 0 }, files: [],
+  };
+}
+
+function gitCommitJson(o, r, c) {
+  const api = apiRepo(o, r);
+  return {
+    sha: c.sha, node_id: nodeId("C", c.sha), url: `${api}/git/commits/${c.sha}`, html_url: `${base}/${o}/${r}/commit/${c.sha}`,
+    author: person(c), committer: person(c), tree: { sha: c.tree, url: `${api}/git/trees/${c.tree}` }, message: c.message,
+    parents: c.parents.map((p) => ({ sha: p, url: `${api}/git/commits/${p}`, html_url: `${base}/${o}/${r}/commit/${p}` })),
+    verification: UNSIGNED,
+  };
+}
+
+const issueHtml = (o, r, i) => `${base}/${o}/${r}/${i.pull ? "pull" : "issues"}/${i.number}`;
+// An issue as the Issues API shows it; a pull request is one too, with `pull_request` and `draft`.
+function issueJson(o, r, i) {
+  const api = `${apiRepo(o, r)}/issues/${i.number}`;
+  const json = {
+    url: api, repository_url: apiRepo(o, r), labels_url: `${api}/labels{/name}`, comments_url: `${api}/comments`, events_url: `${api}/events`,
+    html_url: issueHtml(o, r, i), id: i.id, node_id: nodeId(i.pull ? "PR" : "I", i.id), number: i.number, title: i.title, user: i.user,
+    labels: i.labels.map((l) => labelJson(o, r, l)), state: i.state, locked: false, assignee: null, assignees: [], milestone: null, comments: 0,
+    created_at: iso(i.created), updated_at: iso(i.updated), closed_at: i.closed === null ? null : iso(i.closed),
+    author_association: i.pull ? "NONE" : "MEMBER", active_lock_reason: null, body: i.body, closed_by: i.closed === null ? null : i.user,
+    reactions: { url: `${api}/reactions`, total_count: 0, "+1": 0, "-1": 0, laugh: 0, hooray: 0, confused: 0, heart: 0, rocket: 0, eyes: 0 },
+    timeline_url: `${api}/timeline`, performed_via_github_app: null, state_reason: i.state === "closed" ? "completed" : null,
+  };
+  if (i.pull) {
+    const html = issueHtml(o, r, i);
+    json.draft = i.pull.draft;
+    json.pull_request = { url: `${apiRepo(o, r)}/pulls/${i.number}`, html_url: html, diff_url: `${html}.diff`, patch_url: `${html}.patch`, merged_at: null };
+  }
+  return json;
+}
+
+function pullJson(o, r, i) {
+  const api = `${apiRepo(o, r)}/pulls/${i.number}`;
+  const html = issueHtml(o, r, i);
+  const issueApi = `${apiRepo(o, r)}/issues/${i.number}`;
+  const side = (ref, sha) => ({ label: `${o}:${ref}`, ref, sha, user: { login: o }, repo: repoLite(o, r) });
+  const p = i.pull;
+  return {
+    url: api, id: p.id, node_id: nodeId("PR", i.id), html_url: html, diff_url: `${html}.diff`, patch_url: `${html}.patch`, issue_url: issueApi,
+    commits_url: `${api}/commits`, review_comments_url: `${api}/comments`, review_comment_url: `${apiRepo(o, r)}/pulls/comments{/number}`,
+    comments_url: `${issueApi}/comments`, statuses_url: `${apiRepo(o, r)}/statuses/${p.head_sha}`,
+    number: i.number, state: i.state, locked: false, title: i.title, user: i.user, body: i.body, labels: i.labels.map((l) => labelJson(o, r, l)),
+    milestone: null, active_lock_reason: null, created_at: iso(i.created), updated_at: iso(i.updated), closed_at: null, merged_at: null,
+    merge_commit_sha: null, assignee: null, assignees: [], requested_reviewers: [], requested_teams: [],
+    head: side(p.head, p.head_sha), base: side(p.base, p.base_sha),
+    _links: {
+      self: { href: api }, html: { href: html }, issue: { href: issueApi }, comments: { href: `${issueApi}/comments` },
+      review_comments: { href: `${api}/comments` }, review_comment: { href: `${apiRepo(o, r)}/pulls/comments{/number}` },
+      commits: { href: `${api}/commits` }, statuses: { href: `${apiRepo(o, r)}/statuses/${p.head_sha}` },
+    },
+    author_association: "NONE", auto_merge: null, draft: p.draft, merged: false, mergeable: null, rebaseable: null,
+    mergeable_state: "unknown", merged_by: null, comments: 0, review_comments: 0, maintainer_can_modify: false,
+    commits: p.commits, additions: 0, deletions: 0, changed_files: 0,
+  };
+}
+
+// ---- handlers ----
+function getIssue([o, r, n]) {
+  const i = gitRepo(o, r).issues.get(Number(n));
+  return i ? { status: 200, body: issueJson(o, r, i) } : error(404, "Not Found", { documentation_url: DOC.issue });
+}
+
+function getRef([o, r, kind, name]) {
+  const ref = `refs/${kind}/${decode(name)}`;
+  const found = gitRepo(o, r).refs.get(ref);
+  return found ? { status: 200, body: refJson(o, r, ref, found.sha) } : error(404, "Not Found", { documentation_url: DOC.ref });
+}
+
+function createRef([o, r], q, body, b, call) {
+  const g = gitRepo(o, r);
+  const doc = { documentation_url: DOC.refCreate };
+  const problem = fieldProblem(body, "ref", "string", DOC.refCreate) ?? fieldProblem(body, "sha", "string", DOC.refCreate);
+  if (problem) return problem;
+  const { ref } = body;
+  if (!/^refs\/[^/]+\/./.test(ref)) return error(422, "Reference name must contain at least three slash-separated components.", doc);
+  if (!validRefName(ref)) return error(422, `${ref} is not a valid ref name.`, doc);
+  const sha = body.sha.toLowerCase();
+  if (!g.commits.has(sha)) return error(422, "Object does not exist", doc);
+  if (g.refs.has(ref)) return error(422, "Reference already exists", doc);
+  // refs/heads/a and refs/heads/a/b cannot both exist (a ref is a file, its prefix a directory).
+  if ([...g.refs.keys()].some((k) => k.startsWith(`${ref}/`) || ref.startsWith(`${k}/`))) return error(422, "Reference update failed", doc);
+  g.refs.set(ref, { sha, created: Date.now() });
+  call.sha = sha;
+  const json = refJson(o, r, ref, sha);
+  return { status: 201, headers: { location: json.url }, body: json };
+}
+
+function createCommit([o, r], q, body, b, call) {
+  const g = gitRepo(o, r);
+  const doc = { documentation_url: DOC.commitCreate };
+  const problem = fieldProblem(body, "message", "string", DOC.commitCreate) ?? fieldProblem(body, "tree", "string", DOC.commitCreate)
+    ?? fieldProblem(body, "parents", "array", DOC.commitCreate, false);
+  if (problem) return problem;
+  const parents = (body.parents ?? []).map((p) => (typeof p === "string" ? p.toLowerCase() : p));
+  const tree = body.tree.toLowerCase();
+  if (![...g.commits.values()].some((c) => c.tree === tree)) return error(422, "Tree SHA does not exist", doc);
+  if (parents.some((p) => !g.commits.has(p))) return error(422, "Parent SHA does not exist or is not a commit object", doc);
+  const now = Date.now();
+  const a = body.author;
+  const author = isObject(a) && typeof a.name === "string" && typeof a.email === "string"
+    ? { name: a.name, email: a.email, date: typeof a.date === "string" ? a.date : iso(now) } : null;
+  const sha = createHash("sha1").update(`tree ${tree}\n${parents.map((p) => `parent ${p}\n`).join("")}${now} ${next("seq")}\n\n${body.message}`).digest("hex");
+  const c = { sha, tree, parents, message: body.message, created: now, author };
+  g.commits.set(sha, c);
+  call.sha = sha;
+  const json = gitCommitJson(o, r, c);
+  return { status: 201, headers: { location: json.url }, body: json };
+}
+
+function createPull([o, r], q, body, b, call) {
+  const g = gitRepo(o, r);
+  for (const [field, type, required] of [["head", "string", true], ["base", "string", true], ["title", "string", false], ["body", "string", false], ["draft", "boolean", false]]) {
+    const problem = fieldProblem(body, field, type, DOC.pull, required);
+    if (problem) return problem;
+  }
+  if (!body.title) return validation(DOC.pull, [{ resource: "PullRequest", code: "missing_field", field: "title" }]);
+  // head is "branch" or "owner:branch"; forks are not modelled, so another owner's head is invalid.
+  const [headOwner, head] = body.head.includes(":") ? [body.head.slice(0, body.head.indexOf(":")), body.head.slice(body.head.indexOf(":") + 1)] : [o, body.head];
+  const headSha = headOwner.toLowerCase() === o.toLowerCase() ? g.refs.get(`refs/heads/${head}`)?.sha : undefined;
+  const baseSha = g.refs.get(`refs/heads/${body.base}`)?.sha;
+  const invalid = [!baseSha && "base", !headSha && "head"].filter(Boolean).map((field) => ({ resource: "PullRequest", field, code: "invalid" }));
+  if (invalid.length) return validation(DOC.pull, invalid);
+  call.sha = headSha;
+  // One open pull request per head and base.
+  if ([...g.issues.values()].some((i) => i.pull && i.state === "open" && i.pull.head === head && i.pull.base === body.base)) {
+    return validation(DOC.pull, [{ resource: "PullRequest", code: "custom", message: `A pull request already exists for ${o}:${head}.` }]);
+  }
+  const ahead = commitsAhead(g, headSha, baseSha);
+  if (!ahead) return validation(DOC.pull, [{ resource: "PullRequest", code: "custom", message: `No commits between ${body.base} and ${head}` }]);
+  const number = Math.max(...g.issues.keys()) + 1;
+  const now = Date.now();
+  const key = repoKey(o, r);
+  const i = {
+    id: numericId(`${key}#${number}`), number, title: body.title, body: body.body ?? null, user: CREATOR, labels: [], state: "open",
+    created: now, updated: now, closed: null,
+    pull: { id: numericId(`${key}!${number}`), head, head_sha: headSha, base: body.base, base_sha: baseSha, draft: body.draft === true, commits: ahead },
+  };
+  g.issues.set(number, i);
+  const json = pullJson(o, r, i);
+  return { status: 201, headers: { location: json.url }, body: json };
+}
+
+function addLabels([o, r, n], q, body) {
+  const g = gitRepo(o, r);
+  const i = g.issues.get(Number(n));
+  if (!i) return error(404, "Not Found", { documentation_url: DOC.labels });
+  const problem = fieldProblem(body, "labels", "array", DOC.labels);
+  if (problem) return problem;
+  const names = body.labels.map((l) => (isObject(l) ? l.name : l));
+  const bad = names.findIndex((l) => typeof l !== "string" || !l.trim());
+  if (bad >= 0) return validation(DOC.labels, [{ resource: "Label", code: "invalid", field: "name", value: names[bad] ?? null }]);
+  for (const name of names) {
+    // Label names are matched without regard to case; an unknown one is created, grey.
+    const key = name.toLowerCase();
+    if (!g.labels.has(key)) g.labels.set(key, { id: numericId(`${repoKey(o, r)}:label:${key}`), name, color: "ededed", description: null, default: false });
+    const label = g.labels.get(key);
+    if (!i.labels.includes(label)) i.labels.push(label);
+  }
+  i.updated = Date.now();
+  labelAdditions.push({ repo: `${g.owner}/${g.repo}`, number: i.number, added: names, labels: i.labels.map((l) => l.name), at: iso(i.updated) });
+  return { status: 200, body: i.labels.map((l) => labelJson(o, r, l)) };
+}
+
+function getCommit([o, r, ref], q, body, b, call) {
+  const name = decode(ref);
+  const c = findCommit(gitRepo(o, r), name);
+  if (!c) return error(422, `No commit found for SHA: ${name}`, { documentation_url: DOC.commit });
+  call.sha = c.sha;
+  return { status: 200, body: commitJson(o, r, c) };
+}
+
 const R = "/repos/([^/]+)/([^/]+)";
 // [method, pattern, kind, context (what rules match on), handler]
 const routes = [
@@ -393,7 +687,17 @@ const routes = [
       const { items, headers } = paginate([...d.statuses].reverse(), q, url); // newest first, as GitHub lists them
       return { status: 200, headers, body: items.map((s) => statusJson(d, s)) };
     }],
+  ["GET", `${R}/issues/(\\d+)`, "issue_get", ([o, r]) => ({ repo: `${o}/${r}` }), getIssue],
+  ["POST", `${R}/issues/(\\d+)/labels`, "labels_add", ([o, r]) => ({ repo: `${o}/${r}` }), addLabels],
+  ["GET", `${R}/git/ref/(heads|tags)/(.+)`, "ref_get",
+    ([o, r, kind, name]) => ({ repo: `${o}/${r}`, ref: decode(name), sha: gitRepo(o, r).refs.get(`refs/${kind}/${decode(name)}`)?.sha }), getRef],
+  ["POST", `${R}/git/refs`, "ref_create", ([o, r], q, body) => ({ repo: `${o}/${r}`, ref: str(body.ref), sha: str(body.sha)?.toLowerCase() }), createRef],
+  ["POST", `${R}/git/commits`, "commit_create", ([o, r]) => ({ repo: `${o}/${r}` }), createCommit],
+  ["POST", `${R}/pulls`, "pull_create",
+    ([o, r], q, body) => ({ repo: `${o}/${r}`, ref: str(body.head), sha: str(body.head) && gitRepo(o, r).refs.get(`refs/heads/${body.head.replace(/^[^:]*:/, "")}`)?.sha }), createPull],
+  ["GET", `${R}/commits/(.+)`, "commit_get", ([o, r, ref]) => ({ repo: `${o}/${r}`, ref: decode(ref), sha: findCommit(gitRepo(o, r), decode(ref))?.sha }), getCommit],
 ].map(([method, pattern, kind, context, handler]) => ({ method, re: new RegExp(`^${pattern}$`), kind, context, handler }));
+const KINDS = [...new Set([...routes.map((r) => r.kind), "health"])]; // what a rule's match.kind may name
 
 // For matching rules only: a full or short sha as given, without inventing one for a branch.
 function resolveShaQuiet(o, r, ref) {
@@ -449,24 +753,30 @@ async function api(req, res, url, body, raw) {
     body: body ?? (raw ? raw.slice(0, 2000) : null),
   };
   const answer = (result) => { record(call, result.status); send(res, result); };
-  const ctx = route && isObject(body ?? {}) ? route.context(params, url.searchParams, body ?? {}) : {};
+  const ctx = { ...(route && isObject(body ?? {}) ? route.context(params, url.searchParams, body ?? {}) : {}), kind: call.kind };
   call.repo = ctx.repo ?? null;
   call.sha = ctx.sha ?? null;
   if (!call.authorized) return answer(error(401, "Bad credentials"));
   if (!route) return answer(NOT_FOUND());
   if (req.method === "POST" && ((raw && body === undefined) || !isObject(body ?? {}))) return answer(error(400, "Problems parsing JSON"));
-  const behaviour = pick(ctx, KEYS[route.kind] ?? ["api_delay_ms"]);
+  const behaviour = pick(ctx, KEYS[route.kind] ?? OTHER_KEYS);
   if (behaviour.api_delay_ms) await sleep(behaviour.api_delay_ms);
   advance();
-  const result = route.handler(params, url.searchParams, body ?? {}, behaviour, call, url);
-  if (result.hang) { record(call, null); return hang(req); }
+  const mode = behaviour.api ?? "ok";
+  const refused = { error: [500, "Server Error"], unauthorized: [401, "Bad credentials"], forbidden: [403, "Resource not accessible by integration"] }[mode];
+  if (refused) return answer(error(...refused));
+  if (mode === "hang") { record(call, null); return hang(req); }
+  let result = route.handler(params, url.searchParams, body ?? {}, behaviour, call, url);
+  // The request has done its work (a ref, commit or pull request exists) when these answer.
+  if (mode === "error_after_create") result = error(502, "Server Error");
+  if (mode === "hang_after_create" || result.hang) { record(call, null); return hang(req); }
   answer(result);
 }
 
 async function health(req, res, url, owner, repo, env) {
   const d = deployedIn(owner, repo, env);
   const call = { kind: "health", method: req.method, path: url.pathname + url.search, repo: `${owner}/${repo}`, sha: d?.sha ?? null, authorized: authorized(req), correlation_id: req.headers["x-correlation-id"] ?? null, user_agent: req.headers["user-agent"] ?? null };
-  const b = pick({ repo: `${owner}/${repo}`, sha: d?.sha, ref: d?.ref, environment: env }, KEYS.health);
+  const b = pick({ repo: `${owner}/${repo}`, sha: d?.sha, ref: d?.ref, environment: env, kind: "health" }, KEYS.health);
   if (b.health === "slow") { await sleep(b.health_delay_ms ?? 2000); advance(); }
   const now = deployedIn(owner, repo, env) ?? d;
   call.sha = now?.sha ?? null;
@@ -497,9 +807,18 @@ function state() {
     runs: runs.map((r) => ({ id: r.id, repo: `${r.owner}/${r.repo}`, workflow: r.workflow, head_sha: r.head_sha, head_branch: r.head_branch, display_title: r.display_title, status: r.status, conclusion: r.conclusion, inputs: r.inputs, created_at: iso(r.created), updated_at: iso(r.updated), artifacts: r.artifacts.map((a) => a.name) })),
     deployments: deployments.map((d) => ({ id: d.id, repo: `${d.owner}/${d.repo}`, sha: d.sha, ref: d.ref, environment: d.environment, task: d.task, state: d.statuses.at(-1)?.state ?? null, image_digest: payloadDigest(d.payload), created_at: iso(d.created) })),
     packages: [...packages].map(([name, versions]) => ({ name, versions: versions.map((v) => ({ id: v.id, name: v.name, tags: v.tags, run_id: v.run })) })),
+    // What was made through the API; the seeded refs, commits and issues are left out.
+    refs: [...repos.values()].flatMap((g) => [...g.refs].filter(([, x]) => !x.seeded).map(([ref, x]) => ({ repo: `${g.owner}/${g.repo}`, ref, sha: x.sha, created_at: iso(x.created) }))),
+    commits: [...repos.values()].flatMap((g) => [...g.commits.values()].filter((c) => !c.seeded).map((c) => ({ repo: `${g.owner}/${g.repo}`, sha: c.sha, message: c.message, tree: c.tree, parents: c.parents, created_at: iso(c.created) }))),
+    pull_requests: pullRequests().map(({ g, i }) => ({
+      repo: `${g.owner}/${g.repo}`, number: i.number, title: i.title, head: i.pull.head, head_sha: i.pull.head_sha, base: i.pull.base,
+      draft: i.pull.draft, state: i.state, labels: i.labels.map((l) => l.name), html_url: issueHtml(g.owner, g.repo, i), created_at: iso(i.created),
+    })),
+    label_additions: labelAdditions,
     rules,
   };
 }
+const pullRequests = () => [...repos.values()].flatMap((g) => [...g.issues.values()].filter((i) => i.pull).map((i) => ({ g, i })));
 
 const escapeHtml = (s) =>
   String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -514,6 +833,8 @@ function page() {
     runs.slice(-50).reverse().map((r) => [r.id, `${r.owner}/${r.repo}`, r.workflow, r.display_title, r.head_sha.slice(0, 12), r.status, r.conclusion ?? "", iso(r.created)]))}
 <h2>Deployments</h2>${table(["id", "repo", "environment", "sha", "state", "created"],
     deployments.slice(-50).reverse().map((d) => [d.id, `${d.owner}/${d.repo}`, d.environment, d.sha.slice(0, 12), d.statuses.at(-1)?.state ?? "", iso(d.created)]))}
+<h2>Pull requests</h2>${table(["repo", "number", "title", "head", "base", "draft", "labels", "created"],
+    pullRequests().slice(-50).reverse().map(({ g, i }) => [`${g.owner}/${g.repo}`, i.number, i.title, i.pull.head, i.pull.base, i.pull.draft, i.labels.map((l) => l.name).join(", "), iso(i.created)]))}
 `;
 }
 

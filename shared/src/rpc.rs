@@ -671,6 +671,101 @@ pub mod campaigns {
     }
 }
 
+/// The RPCs the agent surfaces (ops-mcp, chatops) call: reads answered as
+/// JSON (passed on to the agent as is), approval handles, and the audit.
+pub mod agents {
+    use super::*;
+
+    macro_rules! json_rpc {
+        ($(#[$doc:meta])* $name:ident, $schema:literal, $rpc:literal { $($field:ident : $ty:ty),* $(,)? }) => {
+            $(#[$doc])*
+            #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+            pub struct $name { $(pub $field: $ty),* }
+
+            impl Rpc for $name {
+                const SCHEMA: &'static str = $schema;
+                const NAME: &'static str = $rpc;
+                type Output = Value;
+            }
+        };
+    }
+
+    json_rpc!(
+        /// `observability.get_health_summary`: every service and its state.
+        GetHealthSummary, "observability", "get_health_summary" {});
+    json_rpc!(
+        /// `observability.get_job`: one job and its recent events.
+        GetJob, "observability", "get_job" { p_job_id: Uuid });
+    json_rpc!(
+        /// `observability.list_recent_jobs`.
+        ListRecentJobs, "observability", "list_recent_jobs" {
+            p_limit: u32, p_status: Option<String>, p_job_type: Option<String> });
+    json_rpc!(
+        /// `ops.get_trace`: one correlation id across every schema.
+        GetTrace, "ops", "get_trace" { correlation_id: String });
+    json_rpc!(
+        /// `ops.get_queue_depth`: every queue's depth and oldest age.
+        GetQueueDepth, "ops", "get_queue_depth" {});
+    json_rpc!(
+        /// `integration.outbox_stats`: the outbox by status.
+        OutboxStats, "integration", "outbox_stats" {});
+    json_rpc!(
+        /// `ops.list_runs`.
+        ListRuns, "ops", "list_runs" {
+            p_limit: u32, p_project_id: Option<String>, p_status: Option<String> });
+    json_rpc!(
+        /// `ops.get_run`: one run with its events and artifacts.
+        GetRun, "ops", "get_run" { p_run_id: String });
+    json_rpc!(
+        /// `observability.get_service_probe`: a registered service's probe.
+        GetServiceProbe, "observability", "get_service_probe" { p_name: String });
+    json_rpc!(
+        /// `ops.request_action`: an approval handle instead of the action.
+        RequestAction, "ops", "request_action" {
+            p_tool: String, p_arguments: Value, p_requested_by: String, p_via: String,
+            p_correlation_id: String });
+    json_rpc!(
+        /// `ops.get_action`: what became of a handle.
+        GetAction, "ops", "get_action" { p_handle: String });
+    json_rpc!(
+        /// `ops.decide_action`: approve or reject a handle.
+        DecideAction, "ops", "decide_action" {
+            p_handle: String, p_approve: bool, p_comment: Option<String>, p_decided_by: Option<String> });
+    json_rpc!(
+        /// `ops.whoami`: the signed-in caller, as PostgREST verified them.
+        Whoami, "ops", "whoami" {});
+    json_rpc!(
+        /// `ops.queue_run`: a deploy, waiting for approval in protected environments.
+        QueueRun, "ops", "queue_run" {
+            p_project_id: String, p_env: String, p_git_sha: String, p_git_ref: String,
+            p_requested_by: String, p_metadata: Value, p_correlation_id: String });
+    json_rpc!(
+        /// `ops.approve_run`: a person approves a run waiting for approval.
+        ApproveRun, "ops", "approve_run" { p_run_id: String, p_comment: Option<String>, p_approved_by: String });
+    json_rpc!(
+        /// `ops.reject_run`.
+        RejectRun, "ops", "reject_run" { p_run_id: String, p_comment: Option<String>, p_rejected_by: String });
+
+    /// `ops.record_tool_call`: one audited tool call or chat command.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct RecordToolCall {
+        pub p_caller: String,
+        pub p_via: String,
+        pub p_tool: String,
+        pub p_arguments: Value,
+        pub p_outcome: String,
+        pub p_detail: Value,
+        pub p_correlation_id: String,
+        pub p_run_id: Option<String>,
+    }
+
+    impl Rpc for RecordToolCall {
+        const SCHEMA: &'static str = "ops";
+        const NAME: &'static str = "record_tool_call";
+        type Output = i64;
+    }
+}
+
 /// One declared RPC: where it lives and the argument names it is called with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Declared {
@@ -693,6 +788,7 @@ fn declared<R: Rpc + Default>() -> Declared {
 
 /// Every RPC the functions call.
 pub fn manifest() -> Vec<Declared> {
+    use agents::*;
     use campaigns::*;
     use integration::*;
     use observability::*;
@@ -723,6 +819,23 @@ pub fn manifest() -> Vec<Declared> {
         declared::<ReconcileApply>(),
         declared::<RecordRepublish>(),
         declared::<ReconcileFinish>(),
+        declared::<GetHealthSummary>(),
+        declared::<GetJob>(),
+        declared::<ListRecentJobs>(),
+        declared::<GetTrace>(),
+        declared::<GetQueueDepth>(),
+        declared::<OutboxStats>(),
+        declared::<ListRuns>(),
+        declared::<GetRun>(),
+        declared::<GetServiceProbe>(),
+        declared::<RequestAction>(),
+        declared::<GetAction>(),
+        declared::<DecideAction>(),
+        declared::<Whoami>(),
+        declared::<RecordToolCall>(),
+        declared::<QueueRun>(),
+        declared::<ApproveRun>(),
+        declared::<RejectRun>(),
     ]
 }
 

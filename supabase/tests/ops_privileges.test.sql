@@ -156,20 +156,23 @@ select set_eq($$
   where p.pronamespace in ('observability'::regnamespace, 'ops'::regnamespace)
     and has_function_privilege('authenticated', p.oid, 'execute')
     and p.oid not in (select oid from ops_runner_functions)
-$$, array['ops.is_operator', 'observability.get_health_summary', 'ops.get_queue_depth', 'ops.get_trace'],
+$$, array['ops.is_operator', 'observability.get_health_summary', 'ops.get_queue_depth', 'ops.get_trace',
+    -- the agents' reads (20261124070000_agent_actions.sql; agent_actions.test.sql)
+    'observability.get_job', 'observability.list_recent_jobs', 'observability.get_service_probe'],
   'authenticated may call only the operator check and the read RPCs');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace in ('observability'::regnamespace, 'ops'::regnamespace)
     and has_function_privilege('service_role', p.oid, 'execute') and not p.prosecdef
-    and p.oid <> 'ops.is_operator()'::regprocedure
-$$, 'every function service_role may call is SECURITY DEFINER (but the invoker-side operator check)');
+    and p.oid not in ('ops.is_operator()'::regprocedure, 'ops.whoami()'::regprocedure)
+$$, 'every function service_role may call is SECURITY DEFINER (but the invoker-side operator check and whoami)');
 select set_eq($$
   select p.pronamespace::regnamespace || '.' || p.proname from pg_proc p
   where p.pronamespace in ('observability'::regnamespace, 'ops'::regnamespace)
     and has_function_privilege('service_role', p.oid, 'execute')
     and p.oid not in (select oid from ops_runner_functions)
-$$, $$ select name from rpcs where name not like 'integration.%' union all select 'ops.is_operator' $$,
+$$, $$ select name from rpcs where name not like 'integration.%' union all select 'ops.is_operator'
+      union all values ('observability.get_job'), ('observability.list_recent_jobs'), ('observability.get_service_probe') $$,
   'service_role may call exactly the RPCs (internal helpers are callable by no API role)');
 select is_empty($$
   select c.oid::regclass::text from pg_class c

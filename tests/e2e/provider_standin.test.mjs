@@ -462,6 +462,387 @@ test("health can fail, report the wrong sha, or be slow; api_delay_ms slows matc
   assert.ok(Date.now() - t < 400, "other calls are not");
 });
 
+// ---- ChatOps' slice: issues, refs, commits, pull requests, labels ----
+const MAIN = "a410d51a495ee5fc52ccbbb5a0285ac76d494c41"; // every repository's main
+const TAG = "1383d7cbaa251e68f4331d2f5868f0b0ffa1ddd8"; // and its v1.2.3, main's parent
+const MAIN_TREE = "25dc82236a65d30641373425797a975db682a954";
+const ghError = (status, message, doc, extra = {}) => ({ message, documentation_url: `https://docs.github.com/rest/${doc}`, status: String(status), ...extra });
+const DOC = {
+  issue: "issues/issues#get-an-issue", labels: "issues/labels#add-labels-to-an-issue", ref: "git/refs#get-a-reference",
+  refCreate: "git/refs#create-a-reference", commitCreate: "git/commits#create-a-commit", commit: "commits/commits#get-a-commit",
+  pull: "pulls/pulls#create-a-pull-request",
+};
+const validationFailed = (errors) => ghError(422, "Validation Failed", DOC.pull, { errors });
+const withoutIds = ({ id, node_id, ...rest }) => rest; // ids are stable but opaque
+
+/** A commit on top of `parent` (as the Git Data API makes one: same tree, one parent). */
+async function commitOn(repo, parent = MAIN, message = "Start the fix") {
+  const res = await gh("POST", `/repos/${repo}/git/commits`, { message, tree: MAIN_TREE, parents: [parent] });
+  assert.equal(res.status, 201, JSON.stringify(res.body));
+  return res.body.sha;
+}
+async function branch(repo, name, at) {
+  const res = await gh("POST", `/repos/${repo}/git/refs`, { ref: `refs/heads/${name}`, sha: at });
+  assert.equal(res.status, 201, JSON.stringify(res.body));
+  return res.body;
+}
+
+test("every repository starts with issues #123 and #124, branch main and tag v1.2.3", async () => {
+  const repo = "acme/seeded";
+  const open = await gh("GET", `/repos/${repo}/issues/123`);
+  assert.equal(open.status, 200);
+  const i = open.body;
+  assert.equal(i.number, 123);
+  assert.equal(i.title, "Login fails on Safari");
+  assert.equal(i.state, "open");
+  assert.equal(i.state_reason, null);
+  assert.equal(i.closed_at, null);
+  assert.equal(i.url, `${base}/repos/${repo}/issues/123`);
+  assert.equal(i.html_url, `${base}/${repo}/issues/123`);
+  assert.equal(i.user.login, "issue-reporter");
+  assert.equal(typeof i.body, "string");
+  assert.match(i.created_at, ISO_SECONDS);
+  assert.match(i.node_id, /^I_/);
+  assert.equal(i.pull_request, undefined, "an issue, not a pull request");
+  assert.equal(typeof i.labels[0].id, "number");
+  assert.deepEqual(i.labels.map(withoutIds), [{ url: `${base}/repos/${repo}/labels/bug`, name: "bug", color: "d73a4a", default: true, description: "Something isn't working" }]);
+
+  const closed = (await gh("GET", `/repos/${repo}/issues/124`)).body;
+  assert.deepEqual([closed.title, closed.state, closed.state_reason, closed.labels.map((l) => l.name)], ["Typo in footer", "closed", "completed", ["documentation"]]);
+  assert.match(closed.closed_at, ISO_SECONDS);
+  assert.equal((await gh("GET", "/repos/ACME/Seeded/issues/124")).body.id, closed.id, "owner and name without regard to case");
+
+  const missing = await gh("GET", `/repos/${repo}/issues/999`);
+  assert.equal(missing.status, 404);
+  assert.deepEqual(missing.body, ghError(404, "Not Found", DOC.issue));
+
+  const main = await gh("GET", `/repos/${repo}/git/ref/heads/main`);
+  assert.equal(main.status, 200);
+  assert.match(main.body.node_id, /^REF_/);
+  assert.deepEqual(withoutIds(main.body), {
+    ref: "refs/heads/main", url: `${base}/repos/${repo}/git/refs/heads/main`,
+    object: { sha: MAIN, type: "commit", url: `${base}/repos/${repo}/git/commits/${MAIN}` },
+  });
+  const tag = (await gh("GET", `/repos/${repo}/git/ref/tags/v1.2.3`)).body;
+  assert.deepEqual([tag.ref, tag.object.sha, tag.object.type], ["refs/tags/v1.2.3", TAG, "commit"]);
+  for (const ref of ["heads/nope", "tags/v9.9.9", "heads/v1.2.3", "tags/main"]) {
+    const res = await gh("GET", `/repos/${repo}/git/ref/${ref}`);
+    assert.equal(res.status, 404, ref);
+    assert.deepEqual(res.body, ghError(404, "Not Found", DOC.ref));
+  }
+  assert.equal((await gh("GET", `/repos/${repo}/git/ref/main`)).status, 404, "heads/ or tags/ is required");
+
+  const commit = await gh("GET", `/repos/${repo}/commits/main`);
+  assert.equal(commit.status, 200);
+  const c = commit.body;
+  assert.equal(c.sha, MAIN);
+  assert.equal(c.url, `${base}/repos/${repo}/commits/${MAIN}`);
+  assert.equal(c.html_url, `${base}/${repo}/commit/${MAIN}`);
+  assert.equal(c.commit.message, "Fix flaky checkout test");
+  assert.equal(c.commit.tree.sha, MAIN_TREE);
+  assert.equal(c.commit.url, `${base}/repos/${repo}/git/commits/${MAIN}`);
+  assert.match(c.commit.author.date, ISO_SECONDS);
+  assert.deepEqual(c.parents, [{ sha: TAG, url: `${base}/repos/${repo}/commits/${TAG}`, html_url: `${base}/${repo}/commit/${TAG}` }]);
+  for (const [ref, want] of [["heads/main", MAIN], ["refs/heads/main", MAIN], [MAIN, MAIN], [MAIN.toUpperCase(), MAIN], [MAIN.slice(0, 7), MAIN],
+    ["v1.2.3", TAG], ["tags/v1.2.3", TAG], ["refs/tags/v1.2.3", TAG], [TAG.slice(0, 10), TAG]]) {
+    const res = await gh("GET", `/repos/${repo}/commits/${ref}`);
+    assert.deepEqual([res.status, res.body.sha], [200, want], ref);
+  }
+  assert.equal((await gh("GET", `/repos/${repo}/commits/${TAG}`)).body.commit.message, "Release v1.2.3");
+  for (const ref of ["nope", "v9.9.9", MAIN.slice(0, 6), "0000000", "f".repeat(40)]) {
+    const res = await gh("GET", `/repos/${repo}/commits/${ref}`);
+    assert.equal(res.status, 422, ref);
+    assert.deepEqual(res.body, ghError(422, `No commit found for SHA: ${ref}`, DOC.commit));
+  }
+});
+
+test("a hotfix: the issue, its base branch, a commit on it, the branch, a draft pull request, labels", async () => {
+  const repo = "acme/hotfix";
+  const issue = (await gh("GET", `/repos/${repo}/issues/123`)).body;
+  const baseRef = (await gh("GET", `/repos/${repo}/git/ref/heads/main`)).body;
+  assert.equal(baseRef.object.sha, MAIN);
+  const baseCommit = (await gh("GET", `/repos/${repo}/commits/${baseRef.object.sha}`)).body;
+
+  // GitHub opens no pull request for a branch with no commits of its own, so the branch gets one.
+  const made = await gh("POST", `/repos/${repo}/git/commits`, { message: `Hotfix #123: ${issue.title}`, tree: baseCommit.commit.tree.sha, parents: [MAIN] });
+  assert.equal(made.status, 201);
+  const sha = made.body.sha;
+  assert.match(sha, /^[0-9a-f]{40}$/);
+  assert.notEqual(sha, MAIN);
+  assert.equal(made.headers.get("location"), made.body.url);
+  assert.match(made.body.node_id, /^C_/);
+  assert.match(made.body.author.date, ISO_SECONDS);
+  assert.deepEqual(made.body.author, made.body.committer);
+  const { node_id, author, committer, ...rest } = made.body;
+  assert.deepEqual(rest, {
+    sha, url: `${base}/repos/${repo}/git/commits/${sha}`, html_url: `${base}/${repo}/commit/${sha}`,
+    tree: { sha: MAIN_TREE, url: `${base}/repos/${repo}/git/trees/${MAIN_TREE}` }, message: "Hotfix #123: Login fails on Safari",
+    parents: [{ sha: MAIN, url: `${base}/repos/${repo}/git/commits/${MAIN}`, html_url: `${base}/${repo}/commit/${MAIN}` }],
+    verification: { verified: false, reason: "unsigned", signature: null, payload: null, verified_at: null },
+  });
+
+  const created = await gh("POST", `/repos/${repo}/git/refs`, { ref: "refs/heads/hotfix/issue-123", sha });
+  assert.equal(created.status, 201);
+  assert.deepEqual(withoutIds(created.body), {
+    ref: "refs/heads/hotfix/issue-123", url: `${base}/repos/${repo}/git/refs/heads/hotfix/issue-123`,
+    object: { sha, type: "commit", url: `${base}/repos/${repo}/git/commits/${sha}` },
+  });
+  assert.equal(created.headers.get("location"), created.body.url);
+  assert.deepEqual((await gh("GET", `/repos/${repo}/git/ref/heads/hotfix/issue-123`)).body, created.body);
+  assert.equal((await gh("GET", `/repos/${repo}/commits/hotfix/issue-123`)).body.sha, sha);
+
+  const opened = await gh("POST", `/repos/${repo}/pulls`, {
+    title: "Hotfix #123: Login fails on Safari", head: "hotfix/issue-123", base: "main", body: "Fixes #123.", draft: true,
+  });
+  assert.equal(opened.status, 201, JSON.stringify(opened.body));
+  const pr = opened.body;
+  assert.equal(pr.number, 125, "after the highest issue number");
+  assert.equal(pr.url, `${base}/repos/${repo}/pulls/125`);
+  assert.equal(pr.html_url, `${base}/${repo}/pull/125`);
+  assert.equal(pr.issue_url, `${base}/repos/${repo}/issues/125`);
+  assert.equal(opened.headers.get("location"), pr.url);
+  assert.deepEqual([pr.state, pr.draft, pr.merged, pr.title, pr.body, pr.labels, pr.commits], ["open", true, false, "Hotfix #123: Login fails on Safari", "Fixes #123.", [], 1]);
+  assert.equal(pr.user.login, "switchyard-standin");
+  assert.equal(typeof pr.id, "number");
+  assert.match(pr.node_id, /^PR_/);
+  assert.match(pr.created_at, ISO_SECONDS);
+  const side = ({ label, ref, sha: s, repo: r }) => ({ label, ref, sha: s, repo: r.full_name });
+  assert.deepEqual(side(pr.head), { label: "acme:hotfix/issue-123", ref: "hotfix/issue-123", sha, repo });
+  assert.deepEqual(side(pr.base), { label: "acme:main", ref: "main", sha: MAIN, repo });
+
+  const labelled = await gh("POST", `/repos/${repo}/issues/${pr.number}/labels`, { labels: ["hotfix", "bug"] });
+  assert.equal(labelled.status, 200);
+  assert.ok(labelled.body.every((l) => typeof l.id === "number" && /^LA_/.test(l.node_id)));
+  assert.deepEqual(labelled.body.map(withoutIds), [
+    { url: `${base}/repos/${repo}/labels/hotfix`, name: "hotfix", color: "ededed", default: false, description: null },
+    { url: `${base}/repos/${repo}/labels/bug`, name: "bug", color: "d73a4a", default: true, description: "Something isn't working" },
+  ]);
+
+  const asIssue = (await gh("GET", `/repos/${repo}/issues/125`)).body;
+  assert.equal(asIssue.id !== pr.id && asIssue.node_id, pr.node_id, "the issue of a pull request has its node id, not its id");
+  assert.equal(asIssue.html_url, pr.html_url);
+  assert.equal(asIssue.draft, true);
+  assert.deepEqual(asIssue.labels.map((l) => l.name), ["hotfix", "bug"]);
+  assert.deepEqual(asIssue.pull_request, { url: pr.url, html_url: pr.html_url, diff_url: `${pr.html_url}.diff`, patch_url: `${pr.html_url}.patch`, merged_at: null });
+
+  const s = await state();
+  assert.deepEqual(s.refs.filter((r) => r.repo === repo).map(({ created_at, ...r }) => r), [{ repo, ref: "refs/heads/hotfix/issue-123", sha }]);
+  assert.deepEqual(s.commits.filter((c) => c.repo === repo).map((c) => [c.sha, c.parents]), [[sha, [MAIN]]]);
+  const [listed] = s.pull_requests.filter((p) => p.repo === repo);
+  assert.match(listed.created_at, ISO_SECONDS);
+  assert.deepEqual({ ...listed, created_at: undefined }, {
+    repo, number: 125, title: "Hotfix #123: Login fails on Safari", head: "hotfix/issue-123", head_sha: sha, base: "main",
+    draft: true, state: "open", labels: ["hotfix", "bug"], html_url: pr.html_url, created_at: undefined,
+  });
+  assert.deepEqual(s.label_additions.filter((l) => l.repo === repo).map(({ at, ...l }) => l), [{ repo, number: 125, added: ["hotfix", "bug"], labels: ["hotfix", "bug"] }]);
+  const calls = (await gh("GET", `/_calls?repo=${repo}`, undefined, { auth: false })).body;
+  assert.deepEqual(calls.map((c) => [c.kind, c.status]), [["issue_get", 200], ["ref_get", 200], ["commit_get", 200], ["commit_create", 201], ["ref_create", 201],
+    ["ref_get", 200], ["commit_get", 200], ["pull_create", 201], ["labels_add", 200], ["issue_get", 200]]);
+  assert.equal(calls.find((c) => c.kind === "ref_create").sha, sha);
+});
+
+test("creating refs and commits: already exists, unknown objects, bad names, nothing made when refused", async () => {
+  const repo = "acme/refs";
+  const refuse = async (body, message, doc = DOC.refCreate, url = `/repos/${repo}/git/refs`) => {
+    const res = await gh("POST", url, body);
+    assert.equal(res.status, 422, JSON.stringify(body));
+    assert.deepEqual(res.body, ghError(422, message, doc), JSON.stringify(body));
+  };
+  await refuse({ ref: "refs/heads/main", sha: MAIN }, "Reference already exists");
+  await refuse({ ref: "refs/tags/v1.2.3", sha: TAG }, "Reference already exists");
+  await refuse({ ref: "refs/heads/new", sha: "0".repeat(40) }, "Object does not exist");
+  await refuse({ ref: "refs/heads/new", sha: MAIN.slice(0, 7) }, "Object does not exist");
+  await refuse({ ref: "heads/new", sha: MAIN }, "Reference name must contain at least three slash-separated components.");
+  await refuse({ ref: "refs/heads", sha: MAIN }, "Reference name must contain at least three slash-separated components.");
+  for (const ref of ["refs/heads/bad name", "refs/heads/a..b", "refs/heads/x.lock", "refs/heads/x/", "refs/heads/a~1", "refs/heads/.hidden"]) {
+    await refuse({ ref, sha: MAIN }, `${ref} is not a valid ref name.`);
+  }
+  await refuse({}, 'Invalid request.\n\n"ref" wasn\'t supplied.');
+  await refuse({ ref: "refs/heads/new" }, 'Invalid request.\n\n"sha" wasn\'t supplied.');
+  await refuse({ ref: 5, sha: MAIN }, "Invalid request.\n\nFor 'properties/ref', 5 is not a string.");
+
+  await branch(repo, "release", TAG);
+  await refuse({ ref: "refs/heads/release/1.x", sha: MAIN }, "Reference update failed");
+  await refuse({ ref: "refs/heads/main/sub", sha: MAIN }, "Reference update failed");
+  const tagged = await gh("POST", `/repos/${repo}/git/refs`, { ref: "refs/tags/v1.2.4", sha: MAIN.toUpperCase() });
+  assert.equal(tagged.status, 201);
+  assert.equal(tagged.body.object.sha, MAIN);
+  assert.equal((await gh("GET", `/repos/${repo}/git/ref/tags/v1.2.4`)).body.object.sha, MAIN);
+  assert.equal((await gh("GET", `/repos/${repo}/commits/v1.2.4`)).body.sha, MAIN);
+  assert.equal((await gh("GET", `/repos/${repo}/commits/release`)).body.sha, TAG);
+  assert.equal((await gh("GET", "/repos/acme/elsewhere/git/ref/heads/release")).status, 404, "refs belong to their repository");
+
+  const commits = `/repos/${repo}/git/commits`;
+  await refuse({ message: "x", tree: "0".repeat(40), parents: [MAIN] }, "Tree SHA does not exist", DOC.commitCreate, commits);
+  await refuse({ message: "x", tree: MAIN_TREE, parents: ["0".repeat(40)] }, "Parent SHA does not exist or is not a commit object", DOC.commitCreate, commits);
+  await refuse({ tree: MAIN_TREE, parents: [MAIN] }, 'Invalid request.\n\n"message" wasn\'t supplied.', DOC.commitCreate, commits);
+  await refuse({ message: "x", tree: MAIN_TREE, parents: MAIN }, `Invalid request.\n\nFor 'properties/parents', "${MAIN}" is not an array.`, DOC.commitCreate, commits);
+  const authored = await gh("POST", commits, { message: "x", tree: MAIN_TREE, parents: [MAIN], author: { name: "Olivia", email: "olivia@example.com", date: "2026-11-01T10:00:00Z" } });
+  assert.deepEqual(authored.body.author, { name: "Olivia", email: "olivia@example.com", date: "2026-11-01T10:00:00Z" });
+  const other = await commitOn(repo);
+  assert.notEqual(other, authored.body.sha, "two commits never share a sha");
+
+  const s = await state();
+  assert.deepEqual(s.refs.filter((r) => r.repo === repo).map((r) => [r.ref, r.sha]), [["refs/heads/release", TAG], ["refs/tags/v1.2.4", MAIN]]);
+  assert.equal(s.commits.filter((c) => c.repo === repo).length, 2);
+});
+
+test("pull requests: no commits between, one open per head and base, unknown branches, bad fields; numbered after the issues", async () => {
+  const repo = "acme/pulls";
+  const open = (body) => gh("POST", `/repos/${repo}/pulls`, { title: "Fix", ...body });
+  const refused = async (body, errors) => {
+    const res = await open(body);
+    assert.equal(res.status, 422, JSON.stringify(body));
+    assert.deepEqual(res.body, validationFailed(errors), JSON.stringify(body));
+  };
+  await branch(repo, "empty", MAIN);
+  await branch(repo, "behind", TAG);
+  const noCommits = (b, h) => [{ resource: "PullRequest", code: "custom", message: `No commits between ${b} and ${h}` }];
+  await refused({ head: "empty", base: "main" }, noCommits("main", "empty"));
+  await refused({ head: "main", base: "main" }, noCommits("main", "main"));
+  await refused({ head: "behind", base: "main", draft: true }, noCommits("main", "behind"));
+  const invalid = (...fields) => fields.map((field) => ({ resource: "PullRequest", field, code: "invalid" }));
+  await refused({ head: "nope", base: "main" }, invalid("head"));
+  await refused({ head: "main", base: "nope" }, invalid("base"));
+  await refused({ head: "nope", base: "nope" }, invalid("base", "head"));
+  await refused({ head: "main", base: "v1.2.3" }, invalid("base"));
+  await refused({ head: "someone:main", base: "behind" }, invalid("head"));
+  await refused({ head: "main", base: "behind", title: "" }, [{ resource: "PullRequest", code: "missing_field", field: "title" }]);
+  for (const [body, message] of [
+    [{ base: "main" }, 'Invalid request.\n\n"head" wasn\'t supplied.'],
+    [{ head: "main" }, 'Invalid request.\n\n"base" wasn\'t supplied.'],
+    [{ head: "main", base: "behind", draft: "yes" }, "Invalid request.\n\nFor 'properties/draft', \"yes\" is not a boolean."],
+    [{ head: "main", base: "behind", title: 7 }, "Invalid request.\n\nFor 'properties/title', 7 is not a string."],
+  ]) {
+    const res = await open(body);
+    assert.equal(res.status, 422);
+    assert.deepEqual(res.body, ghError(422, message, DOC.pull));
+  }
+  assert.deepEqual((await state()).pull_requests.filter((p) => p.repo === repo), [], "nothing opened so far");
+
+  await branch(repo, "feature", await commitOn(repo));
+  const first = await open({ head: "feature", base: "main" });
+  assert.equal(first.status, 201);
+  assert.deepEqual([first.body.number, first.body.draft, first.body.body, first.body.commits], [125, false, null, 1]);
+  const again = [{ resource: "PullRequest", code: "custom", message: "A pull request already exists for acme:feature." }];
+  await refused({ head: "feature", base: "main", draft: true }, again);
+  await refused({ head: "acme:feature", base: "main" }, again);
+  const toRelease = await open({ head: "acme:feature", base: "behind" });
+  assert.equal(toRelease.status, 201, "the same head may go to another base");
+  assert.deepEqual([toRelease.body.number, toRelease.body.commits, toRelease.body.base.sha], [126, 2, TAG]);
+  assert.deepEqual((await state()).pull_requests.filter((p) => p.repo === repo).map((p) => [p.number, p.head, p.base]), [[125, "feature", "main"], [126, "feature", "behind"]]);
+  assert.equal((await gh("GET", `/repos/${repo}/issues/127`)).status, 404);
+  assert.equal((await gh("POST", "/repos/acme/pulls-other/pulls", { title: "x", head: "feature", base: "main" })).status, 422, "branches belong to their repository");
+});
+
+test("labels: the issue's whole list back, names matched without regard to case, unknown ones created", async () => {
+  const repo = "acme/labels";
+  const add = (n, body) => gh("POST", `/repos/${repo}/issues/${n}/labels`, body);
+  const names = (res) => res.body.map((l) => l.name);
+  const first = await add(123, { labels: ["Bug", "needs-triage"] });
+  assert.equal(first.status, 200);
+  assert.deepEqual(names(first), ["bug", "needs-triage"]);
+  assert.deepEqual(withoutIds(first.body[1]), { url: `${base}/repos/${repo}/labels/needs-triage`, name: "needs-triage", color: "ededed", default: false, description: null });
+  assert.deepEqual(names(await add(123, { labels: ["NEEDS-TRIAGE"] })), ["bug", "needs-triage"], "nothing twice");
+  assert.deepEqual(names(await add(123, { labels: [{ name: "p1" }] })), ["bug", "needs-triage", "p1"]);
+  assert.deepEqual(names(await add(123, { labels: [] })), ["bug", "needs-triage", "p1"]);
+  assert.deepEqual((await gh("GET", `/repos/${repo}/issues/123`)).body.labels.map((l) => l.name), ["bug", "needs-triage", "p1"]);
+  assert.deepEqual(names(await add(124, { labels: ["wontfix"] })), ["documentation", "wontfix"], "a closed issue too");
+  assert.equal(first.body[1].id, (await add(124, { labels: ["needs-triage"] })).body[2].id, "one label per repository");
+
+  const missing = await add(999, { labels: ["bug"] });
+  assert.equal(missing.status, 404);
+  assert.deepEqual(missing.body, ghError(404, "Not Found", DOC.labels));
+  for (const [body, message] of [[{}, 'Invalid request.\n\n"labels" wasn\'t supplied.'], [{ labels: "bug" }, "Invalid request.\n\nFor 'properties/labels', \"bug\" is not an array."]]) {
+    const res = await add(123, body);
+    assert.equal(res.status, 422);
+    assert.deepEqual(res.body, ghError(422, message, DOC.labels));
+  }
+  const bad = await add(123, { labels: [5] });
+  assert.equal(bad.status, 422);
+  assert.deepEqual(bad.body, ghError(422, "Validation Failed", DOC.labels, { errors: [{ resource: "Label", code: "invalid", field: "name", value: 5 }] }));
+});
+
+test("the ChatOps endpoints want the token and make nothing without it", async () => {
+  const repo = "acme/chatops-auth";
+  const unauthorized = { message: "Bad credentials", documentation_url: "https://docs.github.com/rest", status: "401" };
+  const requests = [
+    ["GET", `/repos/${repo}/issues/123`], ["GET", `/repos/${repo}/git/ref/heads/main`], ["GET", `/repos/${repo}/commits/main`],
+    ["POST", `/repos/${repo}/git/commits`, { message: "x", tree: MAIN_TREE, parents: [MAIN] }],
+    ["POST", `/repos/${repo}/git/refs`, { ref: "refs/heads/x", sha: MAIN }],
+    ["POST", `/repos/${repo}/pulls`, { title: "x", head: "main", base: "main" }],
+    ["POST", `/repos/${repo}/issues/123/labels`, { labels: ["x"] }],
+  ];
+  for (const auth of [false, "Bearer wrong"]) {
+    for (const [method, url, body] of requests) {
+      const res = await gh(method, url, body, { auth });
+      assert.equal(res.status, 401, `${method} ${url}`);
+      assert.deepEqual(res.body, unauthorized);
+    }
+  }
+  const s = await state();
+  assert.deepEqual([s.refs, s.commits, s.pull_requests, s.label_additions].map((xs) => xs.filter((x) => x.repo === repo)), [[], [], [], []]);
+  assert.deepEqual((await gh("GET", `/repos/${repo}/issues/123`)).body.labels.map((l) => l.name), ["bug"]);
+  const calls = (await gh("GET", `/_calls?repo=${repo}`, undefined, { auth: false })).body;
+  assert.deepEqual(calls.slice(0, 7).map((c) => [c.kind, c.status, c.authorized]), ["issue_get", "ref_get", "commit_get", "commit_create", "ref_create", "pull_create", "labels_add"].map((k) => [k, 401, false]));
+  const garbled = await gh("POST", `/repos/${repo}/pulls`, "{not json");
+  assert.deepEqual([garbled.status, garbled.body.message], [400, "Problems parsing JSON"]);
+});
+
+test("rules fail, hang or slow the ChatOps endpoints, matched by kind, repo or sha", async () => {
+  const repo = "acme/chatops-faults";
+  const fix = await commitOn(repo);
+
+  await rule({ repo, kind: "ref_create" }, { api: "error" }, 1);
+  const failed = await gh("POST", `/repos/${repo}/git/refs`, { ref: "refs/heads/fix", sha: fix });
+  assert.deepEqual([failed.status, failed.body], [500, { message: "Server Error", documentation_url: "https://docs.github.com/rest", status: "500" }]);
+  assert.equal((await gh("GET", `/repos/${repo}/git/ref/heads/fix`)).status, 404, "nothing made");
+  await branch(repo, "fix", fix); // used up
+
+  await rule({ kind: "pull_create", sha: fix }, { api: "error_after_create" }, 1);
+  assert.equal((await gh("POST", `/repos/${repo}/pulls`, { title: "Fix", head: "fix", base: "main", draft: true })).status, 502);
+  assert.deepEqual((await state()).pull_requests.filter((p) => p.repo === repo).map((p) => p.number), [125], "opened although the answer was an error");
+  const retried = await gh("POST", `/repos/${repo}/pulls`, { title: "Fix", head: "fix", base: "main", draft: true });
+  assert.equal(retried.status, 422);
+  assert.equal(retried.body.errors[0].message, "A pull request already exists for acme:fix.");
+
+  await rule({ repo, kind: "labels_add" }, { api: "forbidden" });
+  const forbidden = await gh("POST", `/repos/${repo}/issues/125/labels`, { labels: ["hotfix"] });
+  assert.deepEqual([forbidden.status, forbidden.body.message], [403, "Resource not accessible by integration"]);
+  assert.equal((await gh("GET", `/repos/${repo}/issues/125`)).status, 200, "other kinds are not affected");
+  assert.deepEqual((await gh("GET", `/repos/${repo}/issues/125`)).body.labels, []);
+
+  await rule({ repo, kind: "ref_get" }, { api: "unauthorized" }, 1);
+  assert.equal((await gh("GET", `/repos/${repo}/git/ref/heads/main`)).status, 401);
+  assert.equal((await gh("GET", `/repos/${repo}/git/ref/heads/main`)).status, 200, "used up");
+
+  await rule({ repo, kind: "issue_get" }, { api: "hang" }, 1);
+  await assert.rejects(gh("GET", `/repos/${repo}/issues/123`, undefined, { signal: AbortSignal.timeout(300) }), (err) => err.name === "TimeoutError");
+  assert.equal((await gh("GET", `/repos/${repo}/issues/123`)).status, 200);
+
+  const late = await commitOn(repo, MAIN, "late");
+  await rule({ kind: "ref_create", sha: late }, { api: "hang_after_create" }, 1);
+  await assert.rejects(gh("POST", `/repos/${repo}/git/refs`, { ref: "refs/heads/late", sha: late }, { signal: AbortSignal.timeout(300) }), (err) => err.name === "TimeoutError");
+  assert.equal((await gh("GET", `/repos/${repo}/git/ref/heads/late`)).body.object.sha, late, "made although no answer came");
+
+  await rule({ kind: "commit_get", sha: "v1.2.3" }, { api_delay_ms: 400 }); // sha matches the ref as asked for, too
+  let t = Date.now();
+  assert.equal((await gh("GET", `/repos/${repo}/commits/v1.2.3`)).body.sha, TAG);
+  assert.ok(Date.now() - t >= 400, "matching call delayed");
+  t = Date.now();
+  assert.equal((await gh("GET", `/repos/${repo}/commits/main`)).status, 200);
+  assert.ok(Date.now() - t < 400, "other refs are not");
+
+  await rule({ repo, kind: "runs_list" }, { api: "error" }, 1);
+  assert.equal((await gh("GET", `/repos/${repo}/actions/runs`)).status, 500, "api rules reach the older reads too");
+
+  const calls = (await gh("GET", `/_calls?repo=${repo}&kind=ref_create`, undefined, { auth: false })).body;
+  assert.deepEqual(calls.map((c) => c.status), [500, 201, null]);
+  for (const bad of [{ match: { kind: "nope" }, behaviour: { api: "error" } }, { behaviour: { api: "explode" } }, { match: { kind: 5 }, behaviour: {} }]) {
+    assert.equal((await gh("POST", "/_control/rules", bad, { auth: false })).status, 400, JSON.stringify(bad));
+  }
+});
+
 test("calls are recorded and logged without the token; state and page show runs and deployments escaped", async () => {
   const repo = "acme/observe";
   const head = sha("observe");
@@ -488,7 +869,8 @@ test("calls are recorded and logged without the token; state and page show runs 
 
   // Every kind of call the brief names has been seen by now (this test runs last).
   const kinds = new Set((await gh("GET", "/_calls", undefined, { auth: false })).body.map((c) => c.kind));
-  for (const k of ["dispatch", "run_get", "runs_list", "artifacts", "cancel", "package_versions", "deployment_create", "deployment_list", "deployment_get", "deployment_statuses", "health"]) {
+  for (const k of ["dispatch", "run_get", "runs_list", "artifacts", "cancel", "package_versions", "deployment_create", "deployment_list", "deployment_get", "deployment_statuses", "health",
+    "issue_get", "ref_get", "ref_create", "commit_create", "commit_get", "pull_create", "labels_add"]) {
     assert.ok(kinds.has(k), k);
   }
 
