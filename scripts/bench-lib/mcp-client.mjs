@@ -10,17 +10,9 @@
 //
 // ROUNDS (default 300) of each after 20 warm-up rounds; p50/p99 in ms and the
 // ratio. The audit rows it writes stay (ops.run_events is append-only).
-import { execFileSync } from "node:child_process";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
+// The running stack's `scripts/dev env`, as the end-to-end tests read it.
+import { env } from "../../tests/e2e/helpers.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const env = Object.fromEntries(
-  execFileSync(path.join(ROOT, "scripts/dev"), ["env"], { encoding: "utf8" })
-    .trim()
-    .split("\n")
-    .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
-);
 const ROUNDS = Number(process.env.ROUNDS ?? 300);
 
 const direct = () =>

@@ -21,15 +21,9 @@ import { execFileSync } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+// The running stack's `scripts/dev env`, as the end-to-end tests read it.
+import { ROOT, env } from "../../tests/e2e/helpers.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const env = Object.fromEntries(
-  execFileSync(path.join(ROOT, "scripts/dev"), ["env"], { encoding: "utf8" })
-    .trim()
-    .split("\n")
-    .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
-);
 const ROUNDS = Number(process.env.ROUNDS ?? 40);
 const CAMPAIGNS = Number(process.env.CAMPAIGNS ?? 1000);
 const N8N = `${env.N8N_URL}/api/v1`;

@@ -99,20 +99,7 @@ pub fn authenticate(
     if auth == Auth::Open {
         return Ok(Caller::Anonymous);
     }
-    let bearer = authorization
-        .and_then(|h| {
-            h.get(..7)
-                .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                .map(|_| &h[7..])
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "an Authorization: Bearer token is required",
-            )
-        })?;
+    let bearer = bearer(authorization)?;
     if secure_eq(bearer, keys.service_role_key) {
         return Ok(Caller::ServiceRole);
     }
@@ -141,6 +128,25 @@ pub fn authenticate(
         }
         Auth::Open => unreachable!("handled above"),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; none (or an
+/// empty one) is 401 `unauthorized`.
+pub fn bearer(authorization: Option<&str>) -> Result<&str, ApiError> {
+    authorization
+        .and_then(|h| {
+            h.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| &h[7..])
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "an Authorization: Bearer token is required",
+            )
+        })
 }
 
 /// The claims of a JWT, unverified: the gateway and PostgREST verify it.

@@ -4,7 +4,7 @@
 //! then shows), or an operator's Supabase JWT (verified by PostgREST on the
 //! first RPC, and refused unless `app_metadata.role = 'operator'`).
 
-use switchyard_shared::auth::secure_eq;
+use switchyard_shared::auth::{bearer, secure_eq};
 use switchyard_shared::config::{ConfigError, FromLookup, Lookup};
 use switchyard_shared::error::{ApiError, ErrorCode};
 use switchyard_shared::function::MIN_INVOCATION_TOKEN_LEN;
@@ -85,19 +85,7 @@ impl Principal {
 }
 
 pub fn principal(authorization: Option<&str>, settings: &Settings) -> Result<Principal, ApiError> {
-    let bearer = authorization
-        .and_then(|h| {
-            h.get(..7)
-                .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                .map(|_| h[7..].trim())
-        })
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "an Authorization: Bearer token is required",
-            )
-        })?;
+    let bearer = bearer(authorization)?;
     let agent = |read_only| Principal::Agent {
         name: settings.agent_name.clone(),
         read_only,
