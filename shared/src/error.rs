@@ -172,6 +172,30 @@ impl ApiError {
         self.code.http_status()
     }
 
+    /// The message with each named field (`validation_failed`'s details), for
+    /// callers who read text: an agent correcting its arguments, a chat user.
+    pub fn explained(&self) -> String {
+        let fields: Vec<String> = self
+            .details
+            .as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{}: {}",
+                    p["field"].as_str().unwrap_or("?"),
+                    p["problem"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        if fields.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{} ({})", self.message, fields.join("; "))
+        }
+    }
+
     pub fn envelope(&self, correlation_id: &str) -> Value {
         let mut error = json!({ "code": self.code.as_str(), "message": self.message });
         if let Some(details) = &self.details {
@@ -248,6 +272,15 @@ mod tests {
         assert_eq!(body["error"]["details"][0]["field"], "event_type");
         assert_eq!(body["correlation_id"], "cid-1");
         assert!(!body.to_string().contains("secret-ish"));
+        let explained = ApiError::invalid(
+            "the request is invalid",
+            vec![Problem::new("project_id", "no project has this id")],
+        );
+        assert_eq!(
+            explained.explained(),
+            "the request is invalid (project_id: no project has this id)"
+        );
+        assert_eq!(ApiError::new(ErrorCode::Forbidden, "no").explained(), "no");
         let plain = ApiError::new(ErrorCode::InvalidJson, "x").envelope("c");
         assert!(plain["error"].get("details").is_none());
     }

@@ -15,6 +15,8 @@ pub struct GitHub<'a> {
     pub token: &'a str,
     /// `owner/name`.
     pub repository: &'a str,
+    /// Sent as `x-correlation-id` (GitHub ignores it; stand-ins record it).
+    pub correlation_id: &'a str,
 }
 
 /// What `/hotfix` made.
@@ -41,6 +43,7 @@ impl GitHub<'_> {
             ("authorization", bearer.as_str()),
             ("user-agent", "switchyard-chatops"),
             ("content-type", "application/json"),
+            ("x-correlation-id", self.correlation_id),
         ];
         let request = match body {
             Some(body) => fetch::post(&url, &headers, body.to_string()),
@@ -62,7 +65,32 @@ impl GitHub<'_> {
     }
 
     /// The commit a tag, branch or sha names.
-    pub async fn resolve(&self, version: &str) -> Result<String, String> {
+    /// The commit `version` names and the ref to build it from: a tag
+    /// (`refs/tags/<version>`), else a branch (`refs/heads/<version>`), else
+    /// a commit, built from the default branch (`refs/heads/main`).
+    pub async fn resolve(&self, version: &str) -> Result<(String, String), String> {
+        for kind in ["tags", "heads"] {
+            if let (200, found) = self
+                .send(Method::Get, &format!("/git/ref/{kind}/{version}"), None)
+                .await?
+            {
+                // An annotated tag's ref names the tag object; its commit is looked up below.
+                if found["object"]["type"] == "commit" {
+                    if let Some(sha) = found["object"]["sha"].as_str() {
+                        return Ok((sha.to_string(), format!("refs/{kind}/{version}")));
+                    }
+                }
+                let sha = self.commit_of(version).await?;
+                return Ok((sha, format!("refs/{kind}/{version}")));
+            }
+        }
+        Ok((
+            self.commit_of(version).await?,
+            "refs/heads/main".to_string(),
+        ))
+    }
+
+    async fn commit_of(&self, version: &str) -> Result<String, String> {
         match self
             .send(Method::Get, &format!("/commits/{version}"), None)
             .await?
@@ -106,6 +134,16 @@ impl GitHub<'_> {
                 self.repository
             ));
         };
+        let branch = format!("hotfix/issue-{issue}");
+        if let (200, _) = self
+            .send(Method::Get, &format!("/git/ref/heads/{branch}"), None)
+            .await?
+        {
+            return Err(format!(
+                "Branch {branch} already exists in {}",
+                self.repository
+            ));
+        }
         // GitHub opens no pull request for a branch without commits of its
         // own: the branch starts with an empty commit on the base.
         let (_, base_commit) = self
@@ -131,7 +169,6 @@ impl GitHub<'_> {
                 message(&commit)
             ));
         };
-        let branch = format!("hotfix/issue-{issue}");
         let (status, created) = self
             .send(
                 Method::Post,

@@ -148,7 +148,7 @@ async fn run(
                     "Deploys are not configured here (CHATOPS_PROJECT_ID).".into(),
                 ));
             };
-            let (sha, git_ref) = match resolve(settings, &version).await {
+            let (sha, git_ref) = match resolve(settings, &version, cid).await {
                 Ok(resolved) => resolved,
                 Err(why) => return Ok(Answer::refused(why)),
             };
@@ -239,25 +239,24 @@ async fn run(
 }
 
 /// A version as GitHub knows it: its commit, and the ref it was given as.
-async fn resolve(settings: &Settings, version: &str) -> Result<(String, String), String> {
-    let git_ref =
-        if version.starts_with('v') && version[1..].starts_with(|c: char| c.is_ascii_digit()) {
-            format!("refs/tags/{version}")
-        } else {
-            "refs/heads/main".to_string()
-        };
+async fn resolve(
+    settings: &Settings,
+    version: &str,
+    correlation_id: &str,
+) -> Result<(String, String), String> {
     match (&settings.repository, &settings.github_token) {
         (Some(repository), Some(token)) => {
             let github = GitHub {
                 api_url: &settings.github_api_url,
                 token,
                 repository,
+                correlation_id,
             };
-            Ok((github.resolve(version).await?, git_ref))
+            github.resolve(version).await
         }
-        // Without GitHub only a full sha can be deployed.
+        // Without GitHub only a full sha can be deployed, from main.
         _ if version.len() == 40 && version.chars().all(|c| c.is_ascii_hexdigit()) => {
-            Ok((version.to_ascii_lowercase(), git_ref))
+            Ok((version.to_ascii_lowercase(), "refs/heads/main".to_string()))
         }
         _ => Err(
             "GitHub is not configured here (CHATOPS_GITHUB_*): give a full 40-character sha".into(),
@@ -294,7 +293,7 @@ fn hotfix(
     let who = who.to_string();
     let arguments = json!({ "issue": issue, "base": base, "channel_id": form.channel_id });
     call.ctx.wait_until(async move {
-        let github = GitHub { api_url: &settings.github_api_url, token: &token, repository: &repository };
+        let github = GitHub { api_url: &settings.github_api_url, token: &token, repository: &repository, correlation_id: &correlation_id };
         let made = github.hotfix(issue, &base, &who, &settings.hotfix_labels).await;
         let (body, outcome, detail) = match &made {
             Ok(h) => (
@@ -349,7 +348,7 @@ fn refusal_or(result: Result<Value, RpcError>) -> Result<Result<Value, String>, 
             if err.status() >= 500 {
                 Err(err)
             } else {
-                Ok(Err(err.message))
+                Ok(Err(err.explained()))
             }
         }
     }
@@ -374,7 +373,10 @@ fn decision_text(approve: bool, what: &str, user: &str, result: &Value) -> Answe
     Answer::to_channel(
         text,
         if status == "failed" { "failed" } else { "ok" },
-        json!({ "subject": what, "status": status }),
+        match result["run_id"].as_str() {
+            Some(run_id) => json!({ "subject": what, "status": status, "run_id": run_id }),
+            None => json!({ "subject": what, "status": status }),
+        },
     )
 }
 

@@ -234,7 +234,7 @@ async fn call_tool(
             if refusal.status() >= 500 {
                 return Err(refusal);
             }
-            let message = refusal_text(&refusal);
+            let message = format!("{}: {}", refusal.code.as_str(), refusal.explained());
             audit(
                 call,
                 caller,
@@ -246,35 +246,6 @@ async fn call_tool(
             .await;
             Ok(Ok(tool_error(&message)))
         }
-    }
-}
-
-/// A refusal as the agent reads it: the code, the message and each named
-/// field, so it can correct its arguments.
-fn refusal_text(refusal: &ApiError) -> String {
-    let fields: Vec<String> = refusal
-        .details
-        .as_ref()
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            format!(
-                "{}: {}",
-                p["field"].as_str().unwrap_or("?"),
-                p["problem"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    if fields.is_empty() {
-        format!("{}: {}", refusal.code.as_str(), refusal.message)
-    } else {
-        format!(
-            "{}: {} ({})",
-            refusal.code.as_str(),
-            refusal.message,
-            fields.join("; ")
-        )
     }
 }
 
