@@ -456,6 +456,10 @@ begin
     from campaigns.campaigns c left join pg_temp.swept s on s.id = c.n8n_workflow_id
     where c.n8n_workflow_id is not null and c.toggle_id is null
       and (c.last_sync_at is null or c.last_sync_at < p_observed_at)
+    -- Locked, so a row a toggle or a report changed meanwhile is checked
+    -- again as it is now; in id order, as apply_workflow_event locks.
+    order by c.id
+    for update of c
   ), changed as (
     select d.*,
       case when d.status = 'paused' and d.seen_status = 'active' then 'active' else d.status end as new_status
@@ -486,12 +490,24 @@ begin
     and (c.last_sync_at is null or c.last_sync_at < p_observed_at);
 
   -- Desired state: active campaigns whose workflow exists but is not
-  -- published (as of this sweep: a newer webhook knows better).
-  select coalesce(jsonb_agg(jsonb_build_object('campaign_id', c.id, 'workflow_id', c.n8n_workflow_id)
-    order by c.id), '[]') into v_republish
-  from campaigns.campaigns c join pg_temp.swept s on s.id = c.n8n_workflow_id
-  where c.status = 'active' and not s.active and c.toggle_id is null
-    and c.last_sync_at <= p_observed_at;
+  -- published (as of this sweep: a newer webhook knows better), at most 25
+  -- a sweep. Each is claimed like a toggle, so a person's pause meanwhile is
+  -- refused (toggle_in_progress) rather than undone by the re-publish.
+  with due as (
+    select c.id from campaigns.campaigns c join pg_temp.swept s on s.id = c.n8n_workflow_id
+    where c.status = 'active' and not s.active and c.toggle_id is null
+      and c.last_sync_at <= p_observed_at
+    order by c.id limit 25
+    for update of c skip locked
+  ), claimed as (
+    update campaigns.campaigns c set toggle_id = gen_random_uuid(), toggle_action = 'activate',
+      toggle_user = 'system:reconciler',
+      toggle_expires_at = now() + make_interval(secs => (select reconciler_lease_seconds from campaigns.settings))
+    from due where c.id = due.id
+    returning c.id, c.n8n_workflow_id
+  )
+  select coalesce(jsonb_agg(jsonb_build_object('campaign_id', id, 'workflow_id', n8n_workflow_id) order by id), '[]')
+  into v_republish from claimed;
 
   update campaigns.reconciler_runs set
     workflows_seen = (select count(*) from pg_temp.swept),
@@ -607,6 +623,9 @@ begin
   if not found then
     perform campaigns.refuse('not_found', 'campaign not found');
   end if;
+  if v_campaign.toggle_user is distinct from 'system:reconciler' then
+    perform campaigns.refuse('invalid_state', 'the reconciler no longer holds this campaign');
+  end if;
   perform campaigns.audit(v_campaign, 'system:reconciler', 'republished', case when p_ok then 'repaired' else 'failed' end,
     'cron', v_campaign.status, coalesce(p_n8n_status, v_campaign.n8n_status), p_n8n_response,
     case when not p_ok then 'republish_failed' end,
@@ -615,7 +634,8 @@ begin
   update campaigns.campaigns set
     n8n_status = coalesce(p_n8n_status, n8n_status),
     sync_error = case when p_ok then null else left(p_error, 2000) end,
-    last_sync_at = now(), sync_source = 'cron', updated_at = now()
+    last_sync_at = now(), sync_source = 'cron', updated_at = now(),
+    toggle_id = null, toggle_action = null, toggle_user = null, toggle_expires_at = null, toggle_correlation_id = null
   where id = p_campaign_id;
   update campaigns.reconciler_runs set
     campaigns_republished = campaigns_republished + case when p_ok then 1 else 0 end,
@@ -859,9 +879,15 @@ begin
         perform campaigns.refuse('idempotency_conflict', 'this idempotency key was used for another request');
       end if;
       if v_request.response is null then
-        perform campaigns.refuse('idempotency_conflict', 'the first request with this idempotency key is still in progress');
+        -- Unanswered: still running if this user's claim on the campaign
+        -- holds; otherwise its final write was lost, and the key is free.
+        if v_campaign.toggle_user = v_user and v_campaign.toggle_expires_at > now() then
+          perform campaigns.refuse('idempotency_conflict', 'the first request with this idempotency key is still in progress');
+        end if;
+        delete from campaigns.toggle_requests where user_id = v_user and idempotency_key = p_idempotency_key;
+      else
+        return jsonb_build_object('outcome', 'replay', 'http_status', v_request.http_status, 'response', v_request.response);
       end if;
-      return jsonb_build_object('outcome', 'replay', 'http_status', v_request.http_status, 'response', v_request.response);
     end if;
   end if;
 
@@ -3604,7 +3630,11 @@ begin
     update ops.action_requests set status = 'done', decided_by = v_actor, decided_at = now(),
       decision_comment = p_comment, result = v_result, run_id = v_run ->> 'run_id', updated_at = now()
     where handle = p_handle returning * into v_request;
-  exception when others then
+  -- The action's own refusals only (ours are PTnnn; bad values are classes
+  -- 22 and 23); a server fault (a deadlock, a timeout) is raised, so the
+  -- caller retries and the handle keeps waiting.
+  exception when sqlstate 'PT400' or sqlstate 'PT403' or sqlstate 'PT404' or sqlstate 'PT409'
+      or sqlstate 'PT422' or data_exception or integrity_constraint_violation then
     get stacked diagnostics v_detail = pg_exception_detail;
     perform set_config('ops.acting_for', '', true);
     -- The action's own refusal (a frozen environment, a bad filter) fails
@@ -6902,7 +6932,6 @@ GRANT ALL ON FUNCTION campaigns.toggle_begin(p_campaign_id uuid, p_action text, 
 
 REVOKE ALL ON FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text) TO service_role;
-GRANT ALL ON FUNCTION campaigns.toggle_finish(p_campaign_id uuid, p_toggle_id uuid, p_version integer, p_outcome text, p_n8n_status text, p_n8n_response jsonb, p_error_code text, p_error_message text, p_http_status integer, p_final boolean, p_idempotency_key text, p_workflow_name text, p_user_id text) TO authenticated;
 
 --
 -- Name: FUNCTION wake_reconciler(); Type: ACL; Schema: campaigns; Owner: postgres

@@ -159,6 +159,15 @@ pub fn jwt_claims(token: &str) -> Option<Claims> {
     serde_json::from_slice(&B64URL.decode(payload.trim_end_matches('=')).ok()?).ok()
 }
 
+/// The `role` claim of a JWT, unverified (for checking which key a setting
+/// holds; API keys carry no `sub`).
+pub fn jwt_role(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&B64URL.decode(payload.trim_end_matches('=')).ok()?).ok()?;
+    claims.get("role")?.as_str().map(str::to_string)
+}
+
 /// Constant-time equality; an empty expected value never matches.
 pub fn secure_eq(presented: &str, expected: &str) -> bool {
     !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))

@@ -491,9 +491,15 @@ begin
         perform campaigns.refuse('idempotency_conflict', 'this idempotency key was used for another request');
       end if;
       if v_request.response is null then
-        perform campaigns.refuse('idempotency_conflict', 'the first request with this idempotency key is still in progress');
+        -- Unanswered: still running if this user's claim on the campaign
+        -- holds; otherwise its final write was lost, and the key is free.
+        if v_campaign.toggle_user = v_user and v_campaign.toggle_expires_at > now() then
+          perform campaigns.refuse('idempotency_conflict', 'the first request with this idempotency key is still in progress');
+        end if;
+        delete from campaigns.toggle_requests where user_id = v_user and idempotency_key = p_idempotency_key;
+      else
+        return jsonb_build_object('outcome', 'replay', 'http_status', v_request.http_status, 'response', v_request.response);
       end if;
-      return jsonb_build_object('outcome', 'replay', 'http_status', v_request.http_status, 'response', v_request.response);
     end if;
   end if;
 
@@ -1069,6 +1075,10 @@ begin
     from campaigns.campaigns c left join pg_temp.swept s on s.id = c.n8n_workflow_id
     where c.n8n_workflow_id is not null and c.toggle_id is null
       and (c.last_sync_at is null or c.last_sync_at < p_observed_at)
+    -- Locked, so a row a toggle or a report changed meanwhile is checked
+    -- again as it is now; in id order, as apply_workflow_event locks.
+    order by c.id
+    for update of c
   ), changed as (
     select d.*,
       case when d.status = 'paused' and d.seen_status = 'active' then 'active' else d.status end as new_status
@@ -1099,12 +1109,24 @@ begin
     and (c.last_sync_at is null or c.last_sync_at < p_observed_at);
 
   -- Desired state: active campaigns whose workflow exists but is not
-  -- published (as of this sweep: a newer webhook knows better).
-  select coalesce(jsonb_agg(jsonb_build_object('campaign_id', c.id, 'workflow_id', c.n8n_workflow_id)
-    order by c.id), '[]') into v_republish
-  from campaigns.campaigns c join pg_temp.swept s on s.id = c.n8n_workflow_id
-  where c.status = 'active' and not s.active and c.toggle_id is null
-    and c.last_sync_at <= p_observed_at;
+  -- published (as of this sweep: a newer webhook knows better), at most 25
+  -- a sweep. Each is claimed like a toggle, so a person's pause meanwhile is
+  -- refused (toggle_in_progress) rather than undone by the re-publish.
+  with due as (
+    select c.id from campaigns.campaigns c join pg_temp.swept s on s.id = c.n8n_workflow_id
+    where c.status = 'active' and not s.active and c.toggle_id is null
+      and c.last_sync_at <= p_observed_at
+    order by c.id limit 25
+    for update of c skip locked
+  ), claimed as (
+    update campaigns.campaigns c set toggle_id = gen_random_uuid(), toggle_action = 'activate',
+      toggle_user = 'system:reconciler',
+      toggle_expires_at = now() + make_interval(secs => (select reconciler_lease_seconds from campaigns.settings))
+    from due where c.id = due.id
+    returning c.id, c.n8n_workflow_id
+  )
+  select coalesce(jsonb_agg(jsonb_build_object('campaign_id', id, 'workflow_id', n8n_workflow_id) order by id), '[]')
+  into v_republish from claimed;
 
   update campaigns.reconciler_runs set
     workflows_seen = (select count(*) from pg_temp.swept),
@@ -1144,6 +1166,9 @@ begin
   if not found then
     perform campaigns.refuse('not_found', 'campaign not found');
   end if;
+  if v_campaign.toggle_user is distinct from 'system:reconciler' then
+    perform campaigns.refuse('invalid_state', 'the reconciler no longer holds this campaign');
+  end if;
   perform campaigns.audit(v_campaign, 'system:reconciler', 'republished', case when p_ok then 'repaired' else 'failed' end,
     'cron', v_campaign.status, coalesce(p_n8n_status, v_campaign.n8n_status), p_n8n_response,
     case when not p_ok then 'republish_failed' end,
@@ -1152,7 +1177,8 @@ begin
   update campaigns.campaigns set
     n8n_status = coalesce(p_n8n_status, n8n_status),
     sync_error = case when p_ok then null else left(p_error, 2000) end,
-    last_sync_at = now(), sync_source = 'cron', updated_at = now()
+    last_sync_at = now(), sync_source = 'cron', updated_at = now(),
+    toggle_id = null, toggle_action = null, toggle_user = null, toggle_expires_at = null, toggle_correlation_id = null
   where id = p_campaign_id;
   update campaigns.reconciler_runs set
     campaigns_republished = campaigns_republished + case when p_ok then 1 else 0 end,
@@ -1223,10 +1249,10 @@ $$;
 
 revoke all on all functions in schema campaigns from public, anon, authenticated;
 grant execute on all functions in schema campaigns to service_role;
--- Users start and finish their own toggles; the RPCs check the rest.
-grant execute on function campaigns.toggle_begin(uuid, text, text, text, text, text),
-  campaigns.toggle_finish(uuid, uuid, integer, text, text, jsonb, text, text, integer, boolean, text, text, text)
-  to authenticated;
+-- Users start their own toggles (the RPC applies the membership rules). Only
+-- the function finishes them, as the service role naming the user: what n8n
+-- did is its word, never a caller's.
+grant execute on function campaigns.toggle_begin(uuid, text, text, text, text, text) to authenticated;
 -- What RLS policies call as the user.
 grant execute on function campaigns.caller_id(), campaigns.is_platform(), campaigns.member_role(uuid),
   campaigns.can_read(uuid), campaigns.can_write(uuid) to authenticated;

@@ -353,7 +353,11 @@ begin
     update ops.action_requests set status = 'done', decided_by = v_actor, decided_at = now(),
       decision_comment = p_comment, result = v_result, run_id = v_run ->> 'run_id', updated_at = now()
     where handle = p_handle returning * into v_request;
-  exception when others then
+  -- The action's own refusals only (ours are PTnnn; bad values are classes
+  -- 22 and 23); a server fault (a deadlock, a timeout) is raised, so the
+  -- caller retries and the handle keeps waiting.
+  exception when sqlstate 'PT400' or sqlstate 'PT403' or sqlstate 'PT404' or sqlstate 'PT409'
+      or sqlstate 'PT422' or data_exception or integrity_constraint_violation then
     get stacked diagnostics v_detail = pg_exception_detail;
     perform set_config('ops.acting_for', '', true);
     -- The action's own refusal (a frozen environment, a bad filter) fails

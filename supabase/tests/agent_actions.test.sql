@@ -554,7 +554,8 @@ select is(pg_temp.refusal(format($$ select ops.decide_action(%L, true, null, %L)
 -- with the handle's failure.
 create function pg_temp.refuse_approval() returns trigger language plpgsql as $$
 begin
-  raise exception using errcode = 'P0001', message = 'pgtap: approval refused';
+  -- A refusal (PTnnn) fails the handle; a server fault would be raised.
+  raise exception using errcode = 'PT409', message = 'pgtap: approval refused';
 end $$;
 create trigger pgtap_refuse_approval before update on ops.runs for each row
   when (new.git_sha = 'badc0de' and new.status = 'queued') execute function pg_temp.refuse_approval();

@@ -154,11 +154,15 @@ reset role;
 set local request.jwt.claims = '';
 select is(pg_temp.writes(), :'w_before_refusals', 'the refusals wrote no attempt, key, audit entry or claim');
 
--- n8n published the workflow: the editor finishes the toggle.
+-- n8n published the workflow: the function (service role) finishes the editor's toggle.
 set local role authenticated;
 set local request.jwt.claims = :'jwt_editor';
+set local role service_role;
+set local request.jwt.claims = '';
 select campaigns.toggle_finish(:'c_toggle', (:'b1'::jsonb ->> 'toggle_id')::uuid, 1, 'changed', 'active',
-  '{"active": true}', p_idempotency_key => 'key-1', p_workflow_name => 'T1 in n8n') as f1 \gset
+  '{"active": true}', p_idempotency_key => 'key-1', p_workflow_name => 'T1 in n8n', p_user_id => (:'jwt_editor'::jsonb ->> 'sub')) as f1 \gset
+set local role authenticated;
+set local request.jwt.claims = :'jwt_editor';
 reset role;
 set local request.jwt.claims = '';
 select is(jsonb_build_array(:'f1'::jsonb -> 'http_status', :'f1'::jsonb #> '{response,outcome}',
@@ -223,8 +227,12 @@ select is(:'b3'::jsonb - 'toggle_id' - 'campaign',
 update campaigns.campaigns set version = version + 1 where id = :'c_toggle';
 set local role authenticated;
 set local request.jwt.claims = :'jwt_editor';
+set local role service_role;
+set local request.jwt.claims = '';
 select campaigns.toggle_finish(:'c_toggle', (:'b3'::jsonb ->> 'toggle_id')::uuid, 2, 'changed', 'inactive',
-  p_idempotency_key => 'key-3') as f3 \gset
+  p_idempotency_key => 'key-3', p_user_id => (:'jwt_editor'::jsonb ->> 'sub')) as f3 \gset
+set local role authenticated;
+set local request.jwt.claims = :'jwt_editor';
 reset role;
 set local request.jwt.claims = '';
 select is(jsonb_build_array(:'f3'::jsonb -> 'http_status', :'f3'::jsonb #> '{response,error,code}'),
@@ -237,8 +245,12 @@ select ok(not exists (select 1 from campaigns.toggle_requests where user_id = :'
 -- A toggle that lost its claim (the reconciler settled it) finds nothing to finish.
 set local role authenticated;
 set local request.jwt.claims = :'jwt_editor';
-select is(campaigns.toggle_finish(:'c_toggle', gen_random_uuid(), 3, 'changed', 'inactive') #>> '{response,error,code}',
+set local role service_role;
+set local request.jwt.claims = '';
+select is(campaigns.toggle_finish(:'c_toggle', gen_random_uuid(), 3, 'changed', 'inactive', p_user_id => (:'jwt_editor'::jsonb ->> 'sub')) #>> '{response,error,code}',
   'version_conflict', 'finishing a toggle that no longer holds the campaign is a version_conflict');
+set local role authenticated;
+set local request.jwt.claims = :'jwt_editor';
 reset role;
 set local request.jwt.claims = '';
 select is(pg_temp.state(:'c_toggle') || ' ' || pg_temp.audited(:'c_toggle'),
@@ -250,8 +262,12 @@ select is(pg_temp.state(:'c_toggle') || ' ' || pg_temp.audited(:'c_toggle'),
 set local role authenticated;
 set local request.jwt.claims = :'jwt_editor';
 select campaigns.toggle_begin(:'c_fail', 'activate', 'key-4', 'hash-4') ->> 'toggle_id' as t4 \gset
+set local role service_role;
+set local request.jwt.claims = '';
 select campaigns.toggle_finish(:'c_fail', :'t4', 1, 'failed', 'error', '{"message": "bad gateway"}', 'upstream_unavailable',
-  'n8n answered 503', 503, p_final => false, p_idempotency_key => 'key-4') as f4 \gset
+  'n8n answered 503', 503, p_final => false, p_idempotency_key => 'key-4', p_user_id => (:'jwt_editor'::jsonb ->> 'sub')) as f4 \gset
+set local role authenticated;
+set local request.jwt.claims = :'jwt_editor';
 reset role;
 set local request.jwt.claims = '';
 select is(:'f4'::jsonb, '{"http_status": 503, "response": {"error": {"code": "upstream_unavailable", "message": "n8n answered 503"}}}',
@@ -266,8 +282,12 @@ set local role authenticated;
 set local request.jwt.claims = :'jwt_editor';
 select campaigns.toggle_begin(:'c_fail', 'activate', 'key-4', 'hash-4') as b4 \gset
 select is(:'b4'::jsonb ->> 'outcome', 'proceed', 'so a retry with the key runs again');
+set local role service_role;
+set local request.jwt.claims = '';
 select campaigns.toggle_finish(:'c_fail', (:'b4'::jsonb ->> 'toggle_id')::uuid, 1, 'failed', null, null, 'n8n_refused',
-  'the workflow has no trigger', 422, p_final => true, p_idempotency_key => 'key-4') as f4b \gset
+  'the workflow has no trigger', 422, p_final => true, p_idempotency_key => 'key-4', p_user_id => (:'jwt_editor'::jsonb ->> 'sub')) as f4b \gset
+set local role authenticated;
+set local request.jwt.claims = :'jwt_editor';
 select is(campaigns.toggle_begin(:'c_fail', 'activate', 'key-4', 'hash-4'),
   jsonb_build_object('outcome', 'replay', 'http_status', 422, 'response', :'f4b'::jsonb -> 'response'),
   'a final failure is stored: the retry replays it');
@@ -307,7 +327,11 @@ select campaigns.breaker_record(false, 'timeout') \g /dev/null
 set local role authenticated;
 set local request.jwt.claims = :'jwt_editor';
 select campaigns.toggle_begin(:'c_fail', 'activate') ->> 'toggle_id' as t6 \gset
-select campaigns.toggle_finish(:'c_fail', :'t6', 1, 'changed', 'active') \g /dev/null
+set local role service_role;
+set local request.jwt.claims = '';
+select campaigns.toggle_finish(:'c_fail', :'t6', 1, 'changed', 'active', p_user_id => (:'jwt_editor'::jsonb ->> 'sub')) \g /dev/null
+set local role authenticated;
+set local request.jwt.claims = :'jwt_editor';
 reset role;
 set local request.jwt.claims = '';
 select is(campaigns.breaker_state() ->> 'consecutive_failures', '0', 'a changed toggle resets the failure count');
@@ -559,7 +583,10 @@ select is((select correlation_id from campaigns.campaign_audit_log where campaig
 select is(pg_temp.state(:'r8') || ' ' || pg_temp.audits(:'r8'), 'active active v1 toggled 0',
   'a toggle still in flight is left to finish');
 
--- The function re-published R2; re-publishing R1 failed.
+-- The function re-published R2 (which the sweep claimed for it); re-publishing
+-- R1, claimed the same way, failed.
+update campaigns.campaigns set toggle_id = gen_random_uuid(), toggle_action = 'activate',
+  toggle_user = 'system:reconciler', toggle_expires_at = now() + interval '2 minutes' where id = :'r1';
 select campaigns.record_republish(:'run', :'r2', true, 'active', null, '{"active": true}') \g /dev/null
 select campaigns.record_republish(:'run', :'r1', false, null, 'n8n answered 500') \g /dev/null
 select is((select row(n8n_status, sync_error, sync_source, last_sync_at = now())::text from campaigns.campaigns where id = :'r2'),

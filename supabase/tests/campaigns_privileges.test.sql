@@ -7,7 +7,7 @@
 -- service role's); the audit log is append-only; pg_cron's two jobs.
 begin;
 set search_path = extensions, public;
-select plan(161);
+select plan(162);
 
 \ir lib/refusal.sql
 select 'pgtap' || substr(md5(random()::text), 1, 10) as tag \gset
@@ -83,7 +83,7 @@ create temp table rpcs (name text primary key, probe text not null, allowed text
 insert into rpcs values
   ('toggle_begin', $$ select campaigns.toggle_begin(gen_random_uuid(), 'start') $$, 'PT422 validation_failed action', true),
   ('toggle_finish', $$ select campaigns.toggle_finish(gen_random_uuid(), gen_random_uuid(), 1, 'done') $$,
-   'PT422 validation_failed p_outcome', true),
+   'PT422 validation_failed p_outcome', false),
   ('breaker_record', $$ select campaigns.breaker_record(true) $$, 'ok', false),
   ('breaker_state', $$ select campaigns.breaker_state() $$, 'ok', false),
   ('apply_workflow_event', $$ select campaigns.apply_workflow_event('', 'wf', null, true, 'activation', now()) $$,
@@ -247,7 +247,7 @@ $$, 'anon may call no campaigns function');
 select set_eq($$
   select p.proname::text from pg_proc p
   where p.pronamespace = 'campaigns'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')
-$$, array['toggle_begin', 'toggle_finish', 'caller_id', 'is_platform', 'member_role', 'can_read', 'can_write'],
+$$, array['toggle_begin', 'caller_id', 'is_platform', 'member_role', 'can_read', 'can_write'],
   'authenticated may call the toggles and the RLS helpers, nothing else');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p

@@ -41,8 +41,16 @@ impl FromLookup for Settings {
             .to_string();
         let toggle_url = lookup("CAMPAIGN_DASHBOARD_TOGGLE_URL")
             .unwrap_or_else(|| format!("{supabase_url}/functions/v1/campaign-toggle"));
+        let anon_key = required(lookup, "SUPABASE_ANON_KEY")?;
+        // Handed to every browser: it must be the anon key and nothing else.
+        let is_anon = switchyard_shared::auth::jwt_role(&anon_key).as_deref() == Some("anon");
+        if !is_anon || lookup("SUPABASE_SERVICE_ROLE_KEY").as_deref() == Some(anon_key.as_str()) {
+            return Err(ConfigError(
+                "SUPABASE_ANON_KEY must be the project's anon key (a JWT with role anon)".into(),
+            ));
+        }
         Ok(Settings {
-            anon_key: required(lookup, "SUPABASE_ANON_KEY")?,
+            anon_key,
             supabase_url,
             toggle_url,
         })
@@ -185,15 +193,27 @@ mod tests {
         }
     }
 
+    // {"role":"anon"} and {"role":"service_role"}, unsigned: only the claims are read.
+    const ANON: &str = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2ln";
+    const SERVICE: &str = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2ln";
+
     #[test]
     fn settings_hand_out_the_anon_key_never_the_service_key() {
         let settings = Settings::from_lookup(&lookup(&[
             ("SUPABASE_URL", "http://127.0.0.1:54321/"),
-            ("SUPABASE_ANON_KEY", "anon"),
+            ("SUPABASE_ANON_KEY", ANON),
             ("SUPABASE_SERVICE_ROLE_KEY", "service"),
         ]))
         .unwrap();
-        assert_eq!(settings.anon_key, "anon");
+        assert_eq!(settings.anon_key, ANON);
+        for wrong in [SERVICE, "not-a-jwt"] {
+            let err = Settings::from_lookup(&lookup(&[
+                ("SUPABASE_URL", "http://x"),
+                ("SUPABASE_ANON_KEY", wrong),
+            ]))
+            .unwrap_err();
+            assert!(err.0.starts_with("SUPABASE_ANON_KEY") && !err.0.contains(wrong));
+        }
         assert_eq!(
             settings.toggle_url,
             "http://127.0.0.1:54321/functions/v1/campaign-toggle"
@@ -204,7 +224,7 @@ mod tests {
         let public = Settings::from_lookup(&lookup(&[
             ("SUPABASE_URL", "http://internal"),
             ("CAMPAIGN_DASHBOARD_SUPABASE_URL", "https://ref.supabase.co"),
-            ("SUPABASE_ANON_KEY", "anon"),
+            ("SUPABASE_ANON_KEY", ANON),
         ]))
         .unwrap();
         assert_eq!(public.supabase_url, "https://ref.supabase.co");

@@ -127,10 +127,14 @@ pub async fn sweep(
     };
     let reconciled = client.call(&apply, correlation_id).await?;
 
-    let republished = reconciled
-        .republish
-        .iter()
-        .map(|item| republish(client, &api, run_id, item, correlation_id));
+    // One publish per workflow, however many campaigns it backs: a second
+    // publish would register its triggers again.
+    let republished =
+        by_workflow(&reconciled.republish)
+            .into_iter()
+            .map(|(workflow_id, campaigns)| {
+                republish(client, &api, run_id, workflow_id, campaigns, correlation_id)
+            });
     for result in join_all(republished).await {
         if let Err(e) = result {
             log.error("republish_not_recorded", json!({ "error": e.to_string() }));
@@ -178,16 +182,29 @@ pub fn swept(workflows: &[Workflow]) -> Vec<SweptWorkflow> {
 /// Re-publishes one workflow n8n dropped, checks it took (GET, then each
 /// webhook's preflight until it answers as registered), and records the
 /// outcome, audited either way.
+/// The campaigns to re-publish, grouped by their workflow, in list order.
+pub fn by_workflow(items: &[Republish]) -> Vec<(&str, Vec<uuid::Uuid>)> {
+    let mut groups: Vec<(&str, Vec<uuid::Uuid>)> = Vec::new();
+    for item in items {
+        match groups.iter_mut().find(|(w, _)| *w == item.workflow_id) {
+            Some((_, campaigns)) => campaigns.push(item.campaign_id),
+            None => groups.push((item.workflow_id.as_str(), vec![item.campaign_id])),
+        }
+    }
+    groups
+}
+
 async fn republish<B: n8n::Breaker>(
     client: &Client,
     api: &n8n::Api<'_, B>,
     run_id: uuid::Uuid,
-    item: &Republish,
+    workflow_id: &str,
+    campaigns: Vec<uuid::Uuid>,
     correlation_id: &str,
 ) -> Result<(), ApiError> {
     let outcome = async {
-        api.publish(&item.workflow_id).await?;
-        let workflow = api.get(&item.workflow_id).await?;
+        api.publish(workflow_id).await?;
+        let workflow = api.get(workflow_id).await?;
         if !workflow.published {
             return Err(N8nError::Failed(
                 "n8n accepted the publish but the workflow is not published".into(),
@@ -203,25 +220,27 @@ async fn republish<B: n8n::Breaker>(
         Ok(workflow)
     }
     .await;
-    let record = match &outcome {
-        Ok(workflow) => RecordRepublish {
-            p_run_id: run_id,
-            p_campaign_id: item.campaign_id,
-            p_ok: true,
-            p_n8n_status: Some("active".into()),
-            p_error: None,
-            p_n8n_response: Some(evidence(workflow)),
-        },
-        Err(err) => RecordRepublish {
-            p_run_id: run_id,
-            p_campaign_id: item.campaign_id,
-            p_ok: false,
-            p_n8n_status: (*err == N8nError::NotFound).then(|| "deleted".to_string()),
-            p_error: Some(err.to_string()),
-            p_n8n_response: None,
-        },
-    };
-    client.call(&record, correlation_id).await?;
+    for campaign_id in campaigns {
+        let record = match &outcome {
+            Ok(workflow) => RecordRepublish {
+                p_run_id: run_id,
+                p_campaign_id: campaign_id,
+                p_ok: true,
+                p_n8n_status: Some("active".into()),
+                p_error: None,
+                p_n8n_response: Some(evidence(workflow)),
+            },
+            Err(err) => RecordRepublish {
+                p_run_id: run_id,
+                p_campaign_id: campaign_id,
+                p_ok: false,
+                p_n8n_status: (*err == N8nError::NotFound).then(|| "deleted".to_string()),
+                p_error: Some(err.to_string()),
+                p_n8n_response: None,
+            },
+        };
+        client.call(&record, correlation_id).await?;
+    }
     Ok(())
 }
 
@@ -282,6 +301,33 @@ mod tests {
             archived,
             webhooks: vec![],
         }
+    }
+
+    #[test]
+    fn each_workflow_is_republished_once_for_all_its_campaigns() {
+        let (a, b, c) = (
+            uuid::Uuid::from_u128(1),
+            uuid::Uuid::from_u128(2),
+            uuid::Uuid::from_u128(3),
+        );
+        let items = [
+            Republish {
+                campaign_id: a,
+                workflow_id: "w1".into(),
+            },
+            Republish {
+                campaign_id: b,
+                workflow_id: "w2".into(),
+            },
+            Republish {
+                campaign_id: c,
+                workflow_id: "w1".into(),
+            },
+        ];
+        assert_eq!(
+            by_workflow(&items),
+            vec![("w1", vec![a, c]), ("w2", vec![b])]
+        );
     }
 
     #[test]

@@ -191,13 +191,18 @@ pub fn idempotency_key(header: Option<String>) -> Result<Option<String>, ApiErro
 }
 
 /// The key each campaign of a request is recorded under: the key itself for
-/// one campaign, `<key>:<campaign id>` for each campaign of a batch.
+/// one campaign, `<key>:<campaign id>` for each campaign of a batch (its
+/// sha256 when that would pass the 255 characters a key may have).
 pub fn item_key(key: &Option<String>, request: &ToggleRequest, campaign: Uuid) -> Option<String> {
     key.as_ref().map(|key| {
-        if request.batch {
-            format!("{key}:{campaign}")
+        if !request.batch {
+            return key.clone();
+        }
+        let item = format!("{key}:{campaign}");
+        if item.len() <= 255 {
+            item
         } else {
-            key.clone()
+            format!("sha256:{}", hex::encode(Sha256::digest(item.as_bytes())))
         }
     })
 }

@@ -60,9 +60,10 @@ impl Answered {
 
 /// Who the toggle is for, and the clients to act with.
 pub struct Context<'a> {
-    /// PostgREST as the caller: their JWT, so the database's rules apply.
+    /// PostgREST as the caller: their JWT, so the database's rules apply
+    /// to starting the toggle.
     pub caller: &'a Client,
-    /// PostgREST as the service role: the shared breaker and alerts.
+    /// PostgREST as the service role: finishing it, the shared breaker, alerts.
     pub service: &'a Client,
     pub n8n: &'a n8n::Settings,
     /// The person the service role acts for (`requested_by`).
@@ -100,7 +101,7 @@ pub async fn toggle(
         replayed,
         retry_after: None,
     };
-    let (toggle_id, version, workflow_id, publish) = match begun {
+    let (toggle_id, version, workflow_id, publish, user_id) = match begun {
         Begun::Replay {
             http_status,
             response,
@@ -119,8 +120,8 @@ pub async fn toggle(
             version,
             workflow_id,
             publish,
-            ..
-        } => (toggle_id, version, workflow_id, publish),
+            user_id,
+        } => (toggle_id, version, workflow_id, publish, user_id),
     };
 
     let started = time::now_ms();
@@ -137,8 +138,10 @@ pub async fn toggle(
                 "error": plan.error.as_ref().map(|e| e.cause.clone().unwrap_or_default()) }),
     );
 
+    // What n8n did is recorded by the function, as the service role naming
+    // the user whose claim this is: never on a caller's word.
     let finished = cx
-        .caller
+        .service
         .call(
             &ToggleFinish {
                 p_campaign_id: campaign_id,
@@ -153,7 +156,7 @@ pub async fn toggle(
                 p_final: plan.error.as_ref().is_none_or(|_| plan.is_final),
                 p_idempotency_key: idempotency_key,
                 p_workflow_name: seen.as_ref().ok().map(|w| w.name.clone()),
-                p_user_id: cx.acting_for.map(str::to_string),
+                p_user_id: Some(user_id),
             },
             cx.correlation_id,
         )

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use switchyard_shared::fetch;
 use worker::Method;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// Per call: `/deploy` resolves its version inside Mattermost's 3 s (a tag
+/// is one call, a branch two, a commit three), so none may take long.
+const TIMEOUT: Duration = Duration::from_millis(900);
 
 pub struct GitHub<'a> {
     pub api_url: &'a str,

@@ -18,7 +18,7 @@ use switchyard_shared::error::{ApiError, ErrorCode, Problem};
 use switchyard_shared::fetch;
 use switchyard_shared::function::{serve, Call, Function, Reply, Spec};
 use switchyard_shared::log::Log;
-use switchyard_shared::postgrest::{Client, RpcError};
+use switchyard_shared::postgrest::RpcError;
 use switchyard_shared::rpc::agents::{
     ApproveRun, DecideAction, GetQueueDepth, GetTrace, OutboxStats, QueueRun, RecordToolCall,
     RejectRun,
@@ -69,7 +69,7 @@ impl Function for ChatOps {
             Err(usage) => Answer::refused(usage),
             Ok(command) => run(&call, &form, &who, command).await?,
         };
-        audit(&call, &who, verb, &form, &answer).await?;
+        audit(&call, &who, verb, &form, &answer).await;
         Ok(Reply::ok(
             200,
             answer.outcome,
@@ -424,15 +424,11 @@ fn trace_text(id: &str, steps: &Value) -> String {
 }
 
 /// Every command, with what came of it, as one `ops.run_events` row.
-async fn audit(
-    call: &Call<'_, Settings>,
-    who: &str,
-    verb: Verb,
-    form: &Form,
-    answer: &Answer,
-) -> Result<(), ApiError> {
+/// Logged when it cannot be written, not answered: failing the command after
+/// a run was queued would have the user send it again.
+async fn audit(call: &Call<'_, Settings>, who: &str, verb: Verb, form: &Form, answer: &Answer) {
     if answer.outcome == "accepted" {
-        return Ok(()); // /hotfix audits itself when GitHub is done.
+        return; // /hotfix audits itself when GitHub is done.
     }
     let row = RecordToolCall {
         p_caller: who.into(),
@@ -444,8 +440,12 @@ async fn audit(
         p_correlation_id: call.correlation_id.into(),
         p_run_id: answer.detail["run_id"].as_str().map(str::to_string),
     };
-    Client::call(&call.service(), &row, call.correlation_id).await?;
-    Ok(())
+    if let Err(e) = call.service().call(&row, call.correlation_id).await {
+        Log::new(NAME, call.correlation_id).error(
+            "audit_failed",
+            json!({ "command": verb.name(), "error": e.to_string() }),
+        );
+    }
 }
 
 #[event(fetch)]
