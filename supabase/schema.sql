@@ -265,6 +265,7 @@ declare
 begin
   select * into v_settings from campaigns.settings;
   if p_ok then
+    -- Only a breaker with failures is written, so healthy calls do not queue on it.
     update campaigns.n8n_breaker set consecutive_failures = 0, opened_until = null, updated_at = now()
     where consecutive_failures > 0;
     select * into v_breaker from campaigns.n8n_breaker;
@@ -1024,10 +1025,8 @@ begin
       toggle_correlation_id = null, updated_at = now()
     where id = v_campaign.id
     returning * into v_campaign;
-    -- n8n answered: whatever failures the breaker counted are over. Only a
-    -- breaker with failures is written, so healthy toggles do not queue on it.
-    update campaigns.n8n_breaker set consecutive_failures = 0, opened_until = null, updated_at = now()
-    where consecutive_failures > 0;
+    -- n8n answered: whatever failures the breaker counted are over.
+    perform campaigns.breaker_record(true);
     v_status := 200;
     v_response := jsonb_build_object('outcome', 'changed', 'campaign', campaigns.summary(v_campaign));
   else
