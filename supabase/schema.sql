@@ -1204,6 +1204,81 @@ CREATE FUNCTION integration.configure_router(p_target_url text, p_invocation_tok
 ALTER FUNCTION integration.configure_router(p_target_url text, p_invocation_token text) OWNER TO postgres;
 
 --
+-- Name: pattern_matches(text, text); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.pattern_matches(p_pattern text, p_event_type text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select p_pattern = p_event_type
+      or p_pattern = '*'
+      or (p_pattern like '%.*'
+          and left(p_event_type, length(p_pattern) - 1) = left(p_pattern, length(p_pattern) - 1))
+$$;
+
+ALTER FUNCTION integration.pattern_matches(p_pattern text, p_event_type text) OWNER TO postgres;
+
+--
+-- Name: outbox; Type: TABLE; Schema: integration; Owner: postgres
+--
+
+CREATE TABLE integration.outbox (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    source text NOT NULL,
+    idempotency_key text NOT NULL,
+    event_type text NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id text NOT NULL,
+    payload jsonb NOT NULL,
+    occurred_at timestamp with time zone,
+    correlation_id text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    available_at timestamp with time zone DEFAULT now() NOT NULL,
+    locked_at timestamp with time zone,
+    locked_by text,
+    lock_token uuid,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_expires_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    dead_at timestamp with time zone,
+    error_history jsonb DEFAULT '[]'::jsonb NOT NULL,
+    CONSTRAINT outbox_aggregate_id_check CHECK (((length(aggregate_id) >= 1) AND (length(aggregate_id) <= 128))),
+    CONSTRAINT outbox_aggregate_type_check CHECK (((length(aggregate_type) >= 1) AND (length(aggregate_type) <= 100))),
+    CONSTRAINT outbox_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT outbox_correlation_id_check CHECK (((length(correlation_id) >= 1) AND (length(correlation_id) <= 128))),
+    CONSTRAINT outbox_error_history_check CHECK ((jsonb_typeof(error_history) = 'array'::text)),
+    CONSTRAINT outbox_event_type_check CHECK (((length(event_type) >= 1) AND (length(event_type) <= 100))),
+    CONSTRAINT outbox_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
+    CONSTRAINT outbox_lease_only_while_processing CHECK (((status = 'processing'::text) = (lock_token IS NOT NULL))),
+    CONSTRAINT outbox_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT outbox_source_check CHECK ((source ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
+    CONSTRAINT outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text])))
+)
+WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='5000', autovacuum_analyze_scale_factor='0', autovacuum_analyze_threshold='5000');
+
+ALTER TABLE integration.outbox OWNER TO postgres;
+
+--
+-- Name: TABLE outbox; Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON TABLE integration.outbox IS 'Durable queue of events from Odoo and other sources; one row per (source, idempotency_key).';
+
+--
+-- Name: dead_letter_matches(integration.outbox, uuid[], text, timestamp with time zone, timestamp with time zone, text); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.dead_letter_matches(o integration.outbox, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (((o).status = 'failed'::text) AND ((p_ids IS NULL) OR ((o).id = ANY (p_ids))) AND ((p_event_pattern IS NULL) OR integration.pattern_matches(p_event_pattern, (o).event_type)) AND ((p_created_from IS NULL) OR ((o).created_at >= p_created_from)) AND ((p_created_to IS NULL) OR ((o).created_at < p_created_to)) AND ((p_error_contains IS NULL) OR (strpos((o).last_error, p_error_contains) > 0)));
+
+ALTER FUNCTION integration.dead_letter_matches(o integration.outbox, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text) OWNER TO postgres;
+
+--
 -- Name: event_types_last_hour(); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
@@ -1411,6 +1486,45 @@ $$;
 ALTER FUNCTION integration.lease_batch(p_worker text, p_batch_size integer, p_lease_seconds integer) OWNER TO postgres;
 
 --
+-- Name: list_dead_letters(text, timestamp with time zone, timestamp with time zone, text, integer, timestamp with time zone, uuid); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.list_dead_letters(p_event_pattern text DEFAULT NULL::text, p_created_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_created_to timestamp with time zone DEFAULT NULL::timestamp with time zone, p_error_contains text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_before_dead_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_before_id uuid DEFAULT NULL::uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  -- Empty inputs are no filter, as in integration.redrive_outbox.
+  v_pattern text := nullif(p_event_pattern, '');
+  v_error text := nullif(p_error_contains, '');
+begin
+  perform ops.require_operator();
+  if p_limit is null or p_limit not between 1 and 200 then
+    perform observability.reject('p_limit', 'p_limit must be 1 to 200');
+  end if;
+  if (p_before_dead_at is null) <> (p_before_id is null) then
+    perform observability.reject(case when p_before_id is null then 'p_before_id' else 'p_before_dead_at' end,
+      'give p_before_dead_at and p_before_id together: the last row''s dead_at and id');
+  end if;
+  return jsonb_build_object(
+    'total', (select count(*) from integration.outbox o
+              where integration.dead_letter_matches(o, null, v_pattern, p_created_from, p_created_to, v_error)),
+    'rows', coalesce((
+      select jsonb_agg(jsonb_build_object('id', d.id, 'event_type', d.event_type, 'source', d.source,
+        'aggregate_type', d.aggregate_type, 'aggregate_id', d.aggregate_id, 'correlation_id', d.correlation_id,
+        'attempts', d.attempts, 'last_error', d.last_error, 'error_history', d.error_history,
+        'created_at', d.created_at, 'dead_at', d.dead_at) order by d.dead_at desc, d.id desc)
+      from (select * from integration.outbox o
+            where integration.dead_letter_matches(o, null, v_pattern, p_created_from, p_created_to, v_error)
+              and (p_before_dead_at is null or (o.dead_at, o.id) < (p_before_dead_at, p_before_id))
+            order by o.dead_at desc, o.id desc
+            limit p_limit) d), '[]'));
+end;
+$$;
+
+ALTER FUNCTION integration.list_dead_letters(p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_limit integer, p_before_dead_at timestamp with time zone, p_before_id uuid) OWNER TO postgres;
+
+--
 -- Name: lock_lease(uuid, uuid); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
@@ -1486,22 +1600,6 @@ end;
 $$;
 
 ALTER FUNCTION integration.outbox_stats() OWNER TO postgres;
-
---
--- Name: pattern_matches(text, text); Type: FUNCTION; Schema: integration; Owner: postgres
---
-
-CREATE FUNCTION integration.pattern_matches(p_pattern text, p_event_type text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
-    SET search_path TO ''
-    AS $$
-  select p_pattern = p_event_type
-      or p_pattern = '*'
-      or (p_pattern like '%.*'
-          and left(p_event_type, length(p_pattern) - 1) = left(p_pattern, length(p_pattern) - 1))
-$$;
-
-ALTER FUNCTION integration.pattern_matches(p_pattern text, p_event_type text) OWNER TO postgres;
 
 --
 -- Name: purge_replay_guard(); Type: FUNCTION; Schema: integration; Owner: postgres
@@ -1670,12 +1768,7 @@ begin
 
   with matched as (
     select o.id from integration.outbox o
-    where o.status = 'failed'
-      and (p_ids is null or o.id = any(p_ids))
-      and (p_event_pattern is null or integration.pattern_matches(p_event_pattern, o.event_type))
-      and (p_created_from is null or o.created_at >= p_created_from)
-      and (p_created_to is null or o.created_at < p_created_to)
-      and (p_error_contains is null or strpos(o.last_error, p_error_contains) > 0)
+    where integration.dead_letter_matches(o, p_ids, p_event_pattern, p_created_from, p_created_to, p_error_contains)
     for update
   ), redriven as (
     update integration.outbox o set
@@ -1699,15 +1792,16 @@ ALTER FUNCTION integration.redrive_dead_letters(p_requested_by text, p_ids uuid[
 -- Name: redrive_outbox(text, uuid[], text, timestamp with time zone, timestamp with time zone, text, boolean); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
-CREATE FUNCTION integration.redrive_outbox(p_requested_by text, p_ids uuid[] DEFAULT NULL::uuid[], p_event_pattern text DEFAULT NULL::text, p_created_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_created_to timestamp with time zone DEFAULT NULL::timestamp with time zone, p_error_contains text DEFAULT NULL::text, p_dry_run boolean DEFAULT true) RETURNS jsonb
+CREATE FUNCTION integration.redrive_outbox(p_requested_by text DEFAULT NULL::text, p_ids uuid[] DEFAULT NULL::uuid[], p_event_pattern text DEFAULT NULL::text, p_created_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_created_to timestamp with time zone DEFAULT NULL::timestamp with time zone, p_error_contains text DEFAULT NULL::text, p_dry_run boolean DEFAULT true) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 declare
   v_result jsonb;
 begin
-  v_result := integration.redrive_dead_letters(p_requested_by, p_ids, p_event_pattern, p_created_from,
-                                                p_created_to, p_error_contains, p_dry_run);
+  perform ops.require_operator();
+  v_result := integration.redrive_dead_letters(ops.actor(p_requested_by), p_ids, nullif(p_event_pattern, ''),
+    p_created_from, p_created_to, nullif(p_error_contains, ''), p_dry_run);
   if (v_result->>'redriven')::integer > 0 then
     perform integration.request_router('redrive');
   end if;
@@ -2100,19 +2194,23 @@ ALTER FUNCTION observability.apply_health_sample(p_service_id bigint, p_status t
 -- Name: cancel_job(uuid, text, text); Type: FUNCTION; Schema: observability; Owner: postgres
 --
 
-CREATE FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) RETURNS jsonb
+CREATE FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text DEFAULT NULL::text) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 declare
   v_job observability.jobs;
+  v_actor text;
 begin
+  perform ops.require_operator();
   if cancel_job.reason is null or length(btrim(cancel_job.reason)) not between 1 and 1000 then
     perform observability.reject('reason', 'reason must be 1 to 1000 characters');
   end if;
-  if cancel_job.requested_by is null or length(btrim(cancel_job.requested_by)) not between 1 and 200 then
+  if current_setting('role') <> 'authenticated'
+     and (cancel_job.requested_by is null or length(btrim(cancel_job.requested_by)) not between 1 and 200) then
     perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
   end if;
+  v_actor := ops.actor(cancel_job.requested_by, 'requested_by');
   v_job := observability.job_for_update(cancel_job.job_id);
   if v_job.status in ('succeeded', 'cancelled') then
     perform observability.refuse_stale(format('the job is already %s', v_job.status));
@@ -2121,7 +2219,7 @@ begin
     perform observability.finish_run(v_job, v_job.attempts, 'cancelled', null, null, cancel_job.reason);
   end if;
   perform set_config('observability.job_event_detail',
-    jsonb_build_object('reason', cancel_job.reason, 'requested_by', cancel_job.requested_by)::text, true);
+    jsonb_build_object('reason', cancel_job.reason, 'requested_by', v_actor)::text, true);
   update observability.jobs j set
     status = 'cancelled', finished_at = now(),
     locked_by = null, locked_at = null, lease_token = null, lease_expires_at = null, updated_at = now()
@@ -2885,22 +2983,26 @@ ALTER FUNCTION observability.reject(p_field text, p_detail text) OWNER TO postgr
 -- Name: requeue_job(uuid, text); Type: FUNCTION; Schema: observability; Owner: postgres
 --
 
-CREATE FUNCTION observability.requeue_job(job_id uuid, requested_by text) RETURNS jsonb
+CREATE FUNCTION observability.requeue_job(job_id uuid, requested_by text DEFAULT NULL::text) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 declare
   v_job observability.jobs;
+  v_actor text;
 begin
-  if requeue_job.requested_by is null or length(btrim(requeue_job.requested_by)) not between 1 and 200 then
+  perform ops.require_operator();
+  if current_setting('role') <> 'authenticated'
+     and (requeue_job.requested_by is null or length(btrim(requeue_job.requested_by)) not between 1 and 200) then
     perform observability.reject('requested_by', 'requested_by must be 1 to 200 characters');
   end if;
+  v_actor := ops.actor(requeue_job.requested_by, 'requested_by');
   v_job := observability.job_for_update(requeue_job.job_id);
   if v_job.status not in ('dead', 'cancelled') then
     perform observability.refuse_stale(format('only dead or cancelled jobs are requeued; this one is %s', v_job.status));
   end if;
   perform set_config('observability.job_event_detail',
-    jsonb_build_object('requested_by', requeue_job.requested_by, 'previous_attempts', v_job.attempts)::text, true);
+    jsonb_build_object('requested_by', v_actor, 'previous_attempts', v_job.attempts)::text, true);
   update observability.jobs j set
     status = 'queued', attempts = 0, available_at = now(), finished_at = null, result = null, updated_at = now()
   where j.id = v_job.id;
@@ -3492,6 +3594,126 @@ end;
 $_$;
 
 ALTER FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb, p_artifacts jsonb, p_lease_seconds integer) OWNER TO postgres;
+
+--
+-- Name: console_overview(); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.console_overview() RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_from timestamptz := date_trunc('minute', now(), 'UTC') - interval '59 minutes';
+begin
+  perform ops.require_operator();
+  return jsonb_build_object(
+    'generated_at', now(),
+    'bus', jsonb_build_object(
+      -- One count per status: each matches one of the outbox's partial indexes.
+      'by_status', jsonb_build_object(
+        'pending', (select count(*) from integration.outbox o where o.status = 'pending'),
+        'processing', (select count(*) from integration.outbox o where o.status = 'processing'),
+        'completed', (select count(*) from integration.outbox o where o.status = 'completed'),
+        'failed', (select count(*) from integration.outbox o where o.status = 'failed')),
+      'oldest_pending_age_seconds', (select extract(epoch from now() - min(o.created_at))::integer
+        from integration.outbox o where o.status = 'pending'),
+      'expired_leases', (select count(*) from integration.outbox o
+        where o.status = 'processing' and o.lease_expires_at < now()),
+      'retrying', (select count(*) from integration.outbox o where o.status = 'pending' and o.attempts > 0),
+      'activity', (
+        select jsonb_agg(jsonb_build_object('minute', m.minute, 'received', coalesce(r.n, 0),
+          'delivered', coalesce(d.n, 0), 'dead_lettered', coalesce(x.n, 0)) order by m.minute)
+        from generate_series(v_from, v_from + interval '59 minutes', interval '1 minute') m(minute)
+        left join (select date_trunc('minute', l.created_at, 'UTC') as minute, count(*) as n
+                   from integration.event_log l where l.created_at >= v_from group by 1) r on r.minute = m.minute
+        left join (select date_trunc('minute', o.completed_at, 'UTC') as minute, count(*) as n
+                   from integration.outbox o where o.status = 'completed' and o.completed_at >= v_from
+                   group by 1) d on d.minute = m.minute
+        left join (select date_trunc('minute', o.dead_at, 'UTC') as minute, count(*) as n
+                   from integration.outbox o where o.status = 'failed' and o.dead_at >= v_from
+                   group by 1) x on x.minute = m.minute)),
+    'jobs', jsonb_build_object(
+      'by_status', jsonb_build_object(
+        'queued', (select count(*) from observability.jobs j where j.status = 'queued'),
+        'running', (select count(*) from observability.jobs j where j.status = 'running'),
+        'failed', (select count(*) from observability.jobs j where j.status = 'failed'),
+        'dead', (select count(*) from observability.jobs j where j.status = 'dead')),
+      'oldest_queued_age_seconds', (select extract(epoch from now() - min(j.created_at))::integer
+        from observability.jobs j where j.status = 'queued')),
+    'services', coalesce((
+      select jsonb_agg(jsonb_build_object('service_id', s.id, 'name', s.name, 'kind', s.kind,
+        'enabled', s.enabled, 'status', s.status, 'last_checked_at', s.last_checked_at,
+        'last_response_time_ms', s.last_response_time_ms, 'consecutive_failures', s.consecutive_failures,
+        'uptime_24h', round(h.up::numeric / nullif(h.samples, 0), 4), 'samples', l.samples) order by s.name)
+      from observability.services s
+      -- Uptime as observability.get_health_summary counts it.
+      cross join lateral (
+        select count(*) as samples, count(*) filter (where x.status <> 'failing') as up
+        from observability.service_health x
+        where x.service_id = s.id and x.checked_at > now() - interval '24 hours') h
+      cross join lateral (
+        select coalesce(jsonb_agg(jsonb_build_object('checked_at', y.checked_at, 'status', y.status,
+          'response_time_ms', y.response_time_ms) order by y.checked_at, y.id), '[]') as samples
+        from (select x.id, x.checked_at, x.status, x.response_time_ms from observability.service_health x
+              where x.service_id = s.id order by x.checked_at desc, x.id desc limit 30) y) l), '[]'),
+    'runs_in_flight', coalesce((
+      select jsonb_agg(jsonb_build_object('run_id', r.run_id, 'project_id', r.project_id, 'env', r.env,
+        'kind', r.kind, 'status', r.status, 'phase', r.phase, 'git_sha', r.git_sha,
+        'requested_by', r.requested_by, 'correlation_id', r.correlation_id, 'queued_at', r.queued_at,
+        'started_at', r.started_at) order by r.queued_at desc, r.run_id)
+      from (select * from ops.runs
+            where status in ('awaiting_approval', 'queued', 'claimed', 'running')
+            order by queued_at desc, run_id limit 20) r), '[]'),
+    'approvals', jsonb_build_object(
+      'runs', coalesce((
+        select jsonb_agg(jsonb_build_object('run_id', r.run_id, 'project_id', r.project_id, 'env', r.env,
+          'kind', r.kind, 'git_sha', r.git_sha, 'git_ref', r.git_ref, 'correlation_id', r.correlation_id,
+          'queued_at', r.queued_at, 'requested_by', a.requested_by, 'requested_at', a.requested_at)
+          order by a.requested_at, r.run_id)
+        from ops.runs r
+        join ops.approvals a on a.run_id = r.run_id and a.status = 'pending'
+        where r.status = 'awaiting_approval'), '[]'),
+      'actions', coalesce((
+        select jsonb_agg(jsonb_build_object('handle', q.handle, 'tool', q.tool, 'arguments', q.arguments,
+          'requested_by', q.requested_by, 'requested_via', q.requested_via, 'correlation_id', q.correlation_id,
+          'created_at', q.created_at, 'expires_at', q.expires_at) order by q.created_at, q.handle)
+        from ops.action_requests q
+        where q.status = 'awaiting_approval' and q.expires_at > now()), '[]')),
+    'frozen', coalesce((
+      select jsonb_agg(jsonb_build_object('project_id', e.project_id, 'env', e.env, 'frozen_by', e.frozen_by,
+        'frozen_reason', e.frozen_reason, 'frozen_at', e.frozen_at) order by e.frozen_at, e.project_id, e.env)
+      from ops.environment_locks e where e.frozen), '[]'),
+    'campaigns', (
+      with unresolved as (
+        select f.campaign_id, count(*) as n from campaigns.sync_failures f
+        where f.resolved_at is null and f.campaign_id is not null group by f.campaign_id
+      ), drift as (
+        select c.id, c.name, c.workspace_id, w.name as workspace, c.status, c.n8n_status, c.sync_error,
+               c.last_sync_at, coalesce(u.n, 0) as unresolved
+        from campaigns.campaigns c
+        join campaigns.workspaces w on w.id = c.workspace_id
+        left join unresolved u on u.campaign_id = c.id
+        where c.n8n_workflow_id is not null
+          and (c.sync_error is not null or (c.status = 'active') <> (c.n8n_status = 'active') or u.n > 0)
+      )
+      select jsonb_build_object(
+        'out_of_sync', (select count(*) from drift),
+        'rows', coalesce((
+          select jsonb_agg(jsonb_build_object('id', d.id, 'name', d.name, 'workspace_id', d.workspace_id,
+            'workspace', d.workspace, 'status', d.status, 'n8n_status', d.n8n_status, 'sync_error', d.sync_error,
+            'last_sync_at', d.last_sync_at, 'unresolved_sync_failures', d.unresolved,
+            'reasons', to_jsonb(array_remove(array[
+              case when d.sync_error is not null then 'sync error: ' || d.sync_error end,
+              case when (d.status = 'active') <> (d.n8n_status = 'active')
+                then format('status %s but n8n %s', d.status, d.n8n_status) end,
+              case when d.unresolved > 0 then format('%s unresolved sync failure(s)', d.unresolved) end], null)))
+            order by d.last_sync_at nulls first, d.name, d.id)
+          from (select * from drift order by last_sync_at nulls first, name, id limit 10) d), '[]'))));
+end;
+$$;
+
+ALTER FUNCTION ops.console_overview() OWNER TO postgres;
 
 --
 -- Name: decide(text, boolean, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
@@ -4974,55 +5196,6 @@ ALTER TABLE integration.event_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTI
 );
 
 --
--- Name: outbox; Type: TABLE; Schema: integration; Owner: postgres
---
-
-CREATE TABLE integration.outbox (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    source text NOT NULL,
-    idempotency_key text NOT NULL,
-    event_type text NOT NULL,
-    aggregate_type text NOT NULL,
-    aggregate_id text NOT NULL,
-    payload jsonb NOT NULL,
-    occurred_at timestamp with time zone,
-    correlation_id text NOT NULL,
-    status text DEFAULT 'pending'::text NOT NULL,
-    attempts integer DEFAULT 0 NOT NULL,
-    available_at timestamp with time zone DEFAULT now() NOT NULL,
-    locked_at timestamp with time zone,
-    locked_by text,
-    lock_token uuid,
-    last_error text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    lease_expires_at timestamp with time zone,
-    completed_at timestamp with time zone,
-    dead_at timestamp with time zone,
-    error_history jsonb DEFAULT '[]'::jsonb NOT NULL,
-    CONSTRAINT outbox_aggregate_id_check CHECK (((length(aggregate_id) >= 1) AND (length(aggregate_id) <= 128))),
-    CONSTRAINT outbox_aggregate_type_check CHECK (((length(aggregate_type) >= 1) AND (length(aggregate_type) <= 100))),
-    CONSTRAINT outbox_attempts_check CHECK ((attempts >= 0)),
-    CONSTRAINT outbox_correlation_id_check CHECK (((length(correlation_id) >= 1) AND (length(correlation_id) <= 128))),
-    CONSTRAINT outbox_error_history_check CHECK ((jsonb_typeof(error_history) = 'array'::text)),
-    CONSTRAINT outbox_event_type_check CHECK (((length(event_type) >= 1) AND (length(event_type) <= 100))),
-    CONSTRAINT outbox_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
-    CONSTRAINT outbox_lease_only_while_processing CHECK (((status = 'processing'::text) = (lock_token IS NOT NULL))),
-    CONSTRAINT outbox_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
-    CONSTRAINT outbox_source_check CHECK ((source ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
-    CONSTRAINT outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text])))
-)
-WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='5000', autovacuum_analyze_scale_factor='0', autovacuum_analyze_threshold='5000');
-
-ALTER TABLE integration.outbox OWNER TO postgres;
-
---
--- Name: TABLE outbox; Type: COMMENT; Schema: integration; Owner: postgres
---
-
-COMMENT ON TABLE integration.outbox IS 'Durable queue of events from Odoo and other sources; one row per (source, idempotency_key).';
-
---
 -- Name: redrive_log; Type: TABLE; Schema: integration; Owner: postgres
 --
 
@@ -6015,6 +6188,12 @@ CREATE INDEX event_log_event_id_idx ON integration.event_log USING btree (event_
 CREATE INDEX outbox_claimable_idx ON integration.outbox USING btree (available_at, created_at) WHERE (status = 'pending'::text);
 
 --
+-- Name: outbox_completed_idx; Type: INDEX; Schema: integration; Owner: postgres
+--
+
+CREATE INDEX outbox_completed_idx ON integration.outbox USING btree (completed_at) WHERE (status = 'completed'::text);
+
+--
 -- Name: outbox_correlation_id_idx; Type: INDEX; Schema: integration; Owner: postgres
 --
 
@@ -6984,6 +7163,25 @@ REVOKE ALL ON FUNCTION integration.complete_leased(p_id uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION integration.configure_router(p_target_url text, p_invocation_token text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION pattern_matches(p_pattern text, p_event_type text); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.pattern_matches(p_pattern text, p_event_type text) FROM PUBLIC;
+
+--
+-- Name: TABLE outbox; Type: ACL; Schema: integration; Owner: postgres
+--
+
+GRANT SELECT ON TABLE integration.outbox TO authenticated;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE integration.outbox TO service_role;
+
+--
+-- Name: FUNCTION dead_letter_matches(o integration.outbox, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.dead_letter_matches(o integration.outbox, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION event_types_last_hour(); Type: ACL; Schema: integration; Owner: postgres
 --
 
@@ -7026,6 +7224,14 @@ GRANT ALL ON FUNCTION integration.ingest_event(p_source text, p_idempotency_key 
 REVOKE ALL ON FUNCTION integration.lease_batch(p_worker text, p_batch_size integer, p_lease_seconds integer) FROM PUBLIC;
 
 --
+-- Name: FUNCTION list_dead_letters(p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_limit integer, p_before_dead_at timestamp with time zone, p_before_id uuid); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.list_dead_letters(p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_limit integer, p_before_dead_at timestamp with time zone, p_before_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION integration.list_dead_letters(p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_limit integer, p_before_dead_at timestamp with time zone, p_before_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION integration.list_dead_letters(p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_limit integer, p_before_dead_at timestamp with time zone, p_before_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION lock_lease(p_id uuid, p_lease_token uuid); Type: ACL; Schema: integration; Owner: postgres
 --
 
@@ -7050,12 +7256,6 @@ REVOKE ALL ON FUNCTION integration.on_outbox_insert() FROM PUBLIC;
 REVOKE ALL ON FUNCTION integration.outbox_stats() FROM PUBLIC;
 GRANT ALL ON FUNCTION integration.outbox_stats() TO service_role;
 GRANT ALL ON FUNCTION integration.outbox_stats() TO authenticated;
-
---
--- Name: FUNCTION pattern_matches(p_pattern text, p_event_type text); Type: ACL; Schema: integration; Owner: postgres
---
-
-REVOKE ALL ON FUNCTION integration.pattern_matches(p_pattern text, p_event_type text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION purge_replay_guard(); Type: ACL; Schema: integration; Owner: postgres
@@ -7094,6 +7294,7 @@ REVOKE ALL ON FUNCTION integration.redrive_dead_letters(p_requested_by text, p_i
 
 REVOKE ALL ON FUNCTION integration.redrive_outbox(p_requested_by text, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_dry_run boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION integration.redrive_outbox(p_requested_by text, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_dry_run boolean) TO service_role;
+GRANT ALL ON FUNCTION integration.redrive_outbox(p_requested_by text, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text, p_dry_run boolean) TO authenticated;
 
 --
 -- Name: FUNCTION refuse_event_log_change(); Type: ACL; Schema: integration; Owner: postgres
@@ -7188,6 +7389,7 @@ REVOKE ALL ON FUNCTION observability.apply_health_sample(p_service_id bigint, p_
 
 REVOKE ALL ON FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) FROM PUBLIC;
 GRANT ALL ON FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) TO service_role;
+GRANT ALL ON FUNCTION observability.cancel_job(job_id uuid, reason text, requested_by text) TO authenticated;
 
 --
 -- Name: FUNCTION claim_job(worker text, job_types text[], batch_size integer, lease_seconds integer); Type: ACL; Schema: observability; Owner: postgres
@@ -7356,6 +7558,7 @@ REVOKE ALL ON FUNCTION observability.reject(p_field text, p_detail text) FROM PU
 
 REVOKE ALL ON FUNCTION observability.requeue_job(job_id uuid, requested_by text) FROM PUBLIC;
 GRANT ALL ON FUNCTION observability.requeue_job(job_id uuid, requested_by text) TO service_role;
+GRANT ALL ON FUNCTION observability.requeue_job(job_id uuid, requested_by text) TO authenticated;
 
 --
 -- Name: FUNCTION rollup_metrics(p_hours integer); Type: ACL; Schema: observability; Owner: postgres
@@ -7443,6 +7646,14 @@ GRANT ALL ON FUNCTION ops.claim_next_run(p_worker_id text, p_lease_seconds integ
 
 REVOKE ALL ON FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb, p_artifacts jsonb, p_lease_seconds integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION ops.complete_phase(p_run_id text, p_lease_token uuid, p_phase text, p_output jsonb, p_artifacts jsonb, p_lease_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION console_overview(); Type: ACL; Schema: ops; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION ops.console_overview() FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.console_overview() TO authenticated;
+GRANT ALL ON FUNCTION ops.console_overview() TO service_role;
 
 --
 -- Name: FUNCTION decide(p_run_id text, p_approve boolean, p_comment text, p_decided_by text); Type: ACL; Schema: ops; Owner: postgres
@@ -7796,13 +8007,6 @@ GRANT SELECT,UPDATE ON TABLE integration.delivery_policy TO service_role;
 
 GRANT SELECT ON TABLE integration.event_log TO authenticated;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE integration.event_log TO service_role;
-
---
--- Name: TABLE outbox; Type: ACL; Schema: integration; Owner: postgres
---
-
-GRANT SELECT ON TABLE integration.outbox TO authenticated;
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE integration.outbox TO service_role;
 
 --
 -- Name: TABLE redrive_log; Type: ACL; Schema: integration; Owner: postgres

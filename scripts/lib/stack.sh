@@ -242,6 +242,7 @@ GITHUB_STANDIN_URL=http://127.0.0.1:$GITHUB_PORT
 N8N_STATUS_WEBHOOK_SECRET=$N8N_STATUS_WEBHOOK_SECRET
 CAMPAIGN_SYNC_INVOCATION_TOKEN=$CAMPAIGN_SYNC_INVOCATION_TOKEN
 DASHBOARD_URL=http://127.0.0.1:$API_PORT/functions/v1/campaign-dashboard/
+CONSOLE_URL=http://127.0.0.1:$API_PORT/functions/v1/ops-console/
 MCP_URL=http://127.0.0.1:$API_PORT/functions/v1/ops-mcp
 OPS_MCP_TOKEN=$OPS_MCP_TOKEN
 OPS_MCP_READ_TOKEN=$OPS_MCP_READ_TOKEN
@@ -521,18 +522,22 @@ build_functions() {
   done
 }
 
-# A function's static assets (the dashboard): web/ -> build/web/, its
-# app.js bundled with its imports (supabase-js) by the cached esbuild.
+# A page function's static assets: web/ -> build/web/, its app.js and
+# style.css bundled with their imports (supabase-js, the shared page
+# scaffolding in shared/web) by the cached esbuild.
 build_web_assets() { # function dir
-  local dir="$1" out="$1/build/web"
-  if [ -f "$out/app.js" ] && [ -z "$(find "$dir/web" "$ROOT/scripts/tooling/package-lock.json" -newer "$out/app.js" -print -quit)" ]; then
+  local dir="$1" out="$1/build/web" file
+  if [ -f "$out/app.js" ] && [ -z "$(find "$dir/web" "$ROOT/shared/web" "$ROOT/scripts/tooling/package-lock.json" \
+       -newer "$out/app.js" -print -quit)" ]; then
     return 0
   fi
   note "$(basename "$dir"): bundling web/ with esbuild"
   mkdir -p "$out"
-  (cd "$ROOT" && "$ESBUILD_BIN" "$dir/web/app.js" --bundle --format=esm --minify --log-level=warning \
-    --outfile="$out/app.js") || die "bundling $dir/web/app.js failed"
-  find "$dir/web" -maxdepth 1 -type f ! -name '*.js' -exec cp {} "$out/" \;
+  for file in app.js style.css; do
+    (cd "$ROOT" && "$ESBUILD_BIN" "$dir/web/$file" --bundle --minify --log-level=warning \
+      $([ "$file" = app.js ] && echo --format=esm) --outfile="$out/$file") || die "bundling $dir/web/$file failed"
+  done
+  find "$dir/web" -maxdepth 1 -type f ! -name '*.js' ! -name '*.css' -exec cp {} "$out/" \;
 }
 
 capnp_text() { # escape a value for a capnp string literal

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Mints a local Supabase session for a demo user and prints the campaign
-// dashboard's URL with it in the fragment, as a magic link would:
+// dashboard's URL (or with --console the ops console's) with it in the
+// fragment, as a magic link would:
 //
-//   node scripts/local/session.mjs alice@acme.test [--base http://127.0.0.1:54321]
+//   node scripts/local/session.mjs alice@acme.test [--base http://127.0.0.1:54321] [--console]
 //   node scripts/local/session.mjs --user-id <uuid> [--email someone@example.test] [--operator]
 //   options: --ttl <seconds> (3600), --json (print the session instead of the URL)
 //
@@ -10,7 +11,7 @@
 // stack's JWT_SECRET (.local/secrets.env, else `scripts/dev env`), which is
 // what Supabase Auth would do after a real sign-in. The gateway's Auth
 // stand-in (scripts/local/gateway.js, /auth/v1/user) accepts the token.
-// Tests import mintSession() and dashboardUrl().
+// Tests import mintSession(), dashboardUrl() and consoleUrl().
 import { execFileSync } from "node:child_process";
 import { createHmac, randomBytes, randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
@@ -20,6 +21,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const DEFAULT_BASE = "http://127.0.0.1:54321";
 export const DASHBOARD_PATH = "/functions/v1/campaign-dashboard/";
+export const CONSOLE_PATH = "/functions/v1/ops-console/";
 
 /** The seeded demo users: alice edits and bob views "Acme Marketing"; olivia is an operator. */
 export const DEMO_USERS = {
@@ -111,16 +113,21 @@ export function dashboardUrl(session, base = DEFAULT_BASE) {
   return `${base.replace(/\/+$/, "")}${DASHBOARD_PATH}#${sessionFragment(session)}`;
 }
 
+/** The ops console's URL at `base` with the session in the fragment. */
+export function consoleUrl(session, base = DEFAULT_BASE) {
+  return `${base.replace(/\/+$/, "")}${CONSOLE_PATH}#${sessionFragment(session)}`;
+}
+
 function usage(message) {
   if (message) console.error(`session.mjs: ${message}`);
-  console.error(`usage: node scripts/local/session.mjs <email> [--base ${DEFAULT_BASE}] [--ttl 3600] [--json]
+  console.error(`usage: node scripts/local/session.mjs <email> [--base ${DEFAULT_BASE}] [--ttl 3600] [--json] [--console]
        node scripts/local/session.mjs --user-id <uuid> [--email <email>] [--operator] [--base ...]
 demo users: ${Object.keys(DEMO_USERS).join(", ")}`);
   process.exit(2);
 }
 
 function main(argv) {
-  let email, userId, operator = false, json = false, base = DEFAULT_BASE, ttl = 3600;
+  let email, userId, operator = false, json = false, page = dashboardUrl, base = DEFAULT_BASE, ttl = 3600;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => (i + 1 < argv.length ? argv[++i] : usage(`${arg} needs a value`));
@@ -130,6 +137,7 @@ function main(argv) {
     else if (arg === "--ttl") ttl = Number(value());
     else if (arg === "--operator") operator = true;
     else if (arg === "--json") json = true;
+    else if (arg === "--console") page = consoleUrl;
     else if (arg === "-h" || arg === "--help") usage();
     else if (arg.startsWith("-")) usage(`unknown option ${arg}`);
     else if (email === undefined) email = arg;
@@ -151,7 +159,7 @@ function main(argv) {
     usage(error.message);
   }
   if (json) console.log(JSON.stringify(session, null, 2));
-  else console.log(dashboardUrl(session, base));
+  else console.log(page(session, base));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {

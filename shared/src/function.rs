@@ -105,6 +105,11 @@ impl<S> Call<'_, S> {
         self.request.headers().get(name).ok().flatten()
     }
 
+    /// The function's name (`campaign-dashboard`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// The raw query string, if the URL has one.
     pub fn query(&self) -> Option<String> {
         query_of(&self.request.inner().url())

@@ -15,6 +15,7 @@ pub mod http;
 pub mod invocation;
 pub mod log;
 pub mod n8n;
+pub mod page;
 pub mod postgrest;
 pub mod rpc;
 pub mod signature;

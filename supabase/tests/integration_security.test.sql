@@ -64,13 +64,17 @@ reset role;
 select is((select count(*) - outbox from integration.outbox, baseline group by outbox)::int, 2,
   'only the service_role call wrote');
 
--- Every function in the schema: fixed search_path; none callable by PUBLIC,
--- anon or authenticated; whatever service_role may call is SECURITY DEFINER.
+-- Every function in the schema: fixed search_path (or a SQL-standard body,
+-- bound when created, which a SET clause would keep from being inlined:
+-- integration.dead_letter_matches); none callable by PUBLIC or anon, and by
+-- authenticated only the operators' RPCs; whatever service_role may call is
+-- SECURITY DEFINER.
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'integration'::regnamespace
     and not coalesce(p.proconfig @> array['search_path=""'], false)
-$$, 'every integration function pins search_path to empty');
+    and p.prosqlbody is null
+$$, 'every integration function pins search_path to empty or has a SQL-standard body');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'integration'::regnamespace
@@ -80,8 +84,10 @@ select set_eq($$
   select p.proname::text from pg_proc p
   where p.pronamespace = 'integration'::regnamespace
     and has_function_privilege('authenticated', p.oid, 'execute')
-$$, array['outbox_stats', 'event_types_last_hour', 'failures_needing_attention'],
-  'authenticated may call only the read-only monitoring functions');
+$$, array['outbox_stats', 'event_types_last_hour', 'failures_needing_attention',
+    -- the console's dead letters (20261124090000_ops_console.sql; ops_console.test.sql)
+    'list_dead_letters', 'redrive_outbox'],
+  'authenticated may call only the monitoring functions and the console''s dead-letter list and redrive');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'integration'::regnamespace

@@ -53,18 +53,29 @@ exception when others then
   get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
   return case when v_state = '42501' then '42501' else v_state || ' ' || v_message end;
 end $$;
+-- The same, undone whatever happened (so the service role's call below finds
+-- the job as it was).
+create function pg_temp.call_undone(p_sql text) returns text language plpgsql as $$
+declare v_result text;
+begin
+  v_result := pg_temp.call(p_sql);
+  raise exception using errcode = 'PTUND', message = v_result;
+exception when sqlstate 'PTUND' then
+  return sqlerrm;
+end $$;
 
--- The RPCs, each with a call that succeeds for the service role.
-create temp table rpcs (name text primary key, call text not null, reads boolean not null);
+-- The RPCs, each with a call that succeeds for the service role. operators:
+-- operators may call it too (the reads, and the console's requeue and cancel).
+create temp table rpcs (name text primary key, call text not null, operators boolean not null);
 insert into rpcs values
   ('observability.enqueue_job', format($$ select observability.enqueue_job('pgtap', %L) $$, :'tag' || '.x'), false),
   ('observability.claim_job', format($$ select observability.claim_job('w', array[%L]) $$, :'tag' || '.x'), false),
   ('observability.start_job', format($$ select observability.start_job(%L, 'w') $$, :'j_start'), false),
   ('observability.complete_job', format($$ select observability.complete_job(%L) $$, :'j_queued'), false),
   ('observability.fail_job', format($$ select observability.fail_job(%L, 'x') $$, :'j_fail'), false),
-  ('observability.cancel_job', format($$ select observability.cancel_job(%L, 'why', 'who') $$, :'j_cancel'), false),
+  ('observability.cancel_job', format($$ select observability.cancel_job(%L, 'why', 'who') $$, :'j_cancel'), true),
   ('observability.heartbeat_job', format($$ select observability.heartbeat_job(%L, %L) $$, :'j_leased', :'t_leased'), false),
-  ('observability.requeue_job', format($$ select observability.requeue_job(%L, 'who') $$, :'j_dead'), false),
+  ('observability.requeue_job', format($$ select observability.requeue_job(%L, 'who') $$, :'j_dead'), true),
   ('observability.record_health', format($$ select observability.record_health(%s, 'healthy', 1) $$, :svc), false),
   ('observability.record_health_batch', format($$ select observability.record_health_batch('[{"service_id": %s,
      "status": "healthy", "response_time_ms": 1}]', 'sweep') $$, :svc), false),
@@ -84,23 +95,25 @@ select is(pg_temp.sees(name), 'denied', 'anon cannot read ' || name) from relati
 select is(pg_temp.call(call), '42501', 'anon cannot call ' || name) from rpcs order by name;
 reset role;
 
--- A signed-up user who is not an operator: no rows, no RPC; reads are forbidden.
+-- A signed-up user who is not an operator: no rows, no RPC; the operators' RPCs
+-- are forbidden, the others not even executable.
 set local role authenticated;
 set local request.jwt.claims = '{"role": "authenticated", "sub": "user-1", "app_metadata": {"provider": "email"}}';
 select is(pg_temp.sees(name), 'nothing', 'a user who is not an operator sees no rows of ' || name)
 from relations order by name;
 select is(pg_temp.call(call), '42501', 'a user who is not an operator cannot call ' || name)
-from rpcs where not reads order by name;
+from rpcs where not operators order by name;
 select is(pg_temp.call(call), 'PT403 forbidden', 'a user who is not an operator is refused ' || name)
-from rpcs where reads order by name;
+from rpcs where operators order by name;
 reset role;
 
--- An operator: reads everything, changes nothing.
+-- An operator: reads everything, changes nothing but through the console's
+-- requeue and cancel.
 set local role authenticated;
 set local request.jwt.claims = '{"role": "authenticated", "sub": "user-2", "app_metadata": {"role": "operator"}}';
 select is(pg_temp.sees(name), 'rows', 'an operator reads ' || name) from relations order by name;
-select is(pg_temp.call(call), '42501', 'an operator cannot call ' || name) from rpcs where not reads order by name;
-select is(pg_temp.call(call), 'ok', 'an operator may call ' || name) from rpcs where reads order by name;
+select is(pg_temp.call(call), '42501', 'an operator cannot call ' || name) from rpcs where not operators order by name;
+select is(pg_temp.call_undone(call), 'ok', 'an operator may call ' || name) from rpcs where operators order by name;
 select is(pg_temp.call($$ update observability.settings set lease_seconds = 30 $$), '42501',
   'an operator cannot change the settings');
 select is(pg_temp.call($$ insert into observability.services (name, url) values ('x', 'https://x') $$), '42501',
@@ -158,8 +171,10 @@ select set_eq($$
     and p.oid not in (select oid from ops_runner_functions)
 $$, array['ops.is_operator', 'observability.get_health_summary', 'ops.get_queue_depth', 'ops.get_trace',
     -- the agents' reads (20261124070000_agent_actions.sql; agent_actions.test.sql)
-    'observability.get_job', 'observability.list_recent_jobs', 'observability.get_service_probe'],
-  'authenticated may call only the operator check and the read RPCs');
+    'observability.get_job', 'observability.list_recent_jobs', 'observability.get_service_probe',
+    -- the console's requeue and cancel (20261124090000_ops_console.sql; ops_console.test.sql)
+    'observability.requeue_job', 'observability.cancel_job'],
+  'authenticated may call only the operator check, the read RPCs and the console''s requeue and cancel');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace in ('observability'::regnamespace, 'ops'::regnamespace)

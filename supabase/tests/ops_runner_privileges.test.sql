@@ -201,13 +201,16 @@ select set_eq($$
 $$, array['is_operator', 'get_queue_depth', 'get_trace', 'queue_run', 'queue_rollback', 'requeue_run', 'approve_run',
     'reject_run', 'cancel_run', 'lock_environment', 'unlock_environment',
     -- agents and chat (agent_actions.test.sql holds their rules)
-    'decide_action', 'get_action', 'list_runs', 'get_run', 'whoami'],
+    'decide_action', 'get_action', 'list_runs', 'get_run', 'whoami',
+    -- the console's overview (ops_console.test.sql)
+    'console_overview'],
   'authenticated may call the operator check, the reads, and the requests and decisions');
 select set_eq($$
   select p.proname::text from pg_proc p
   where p.pronamespace = 'ops'::regnamespace and has_function_privilege('service_role', p.oid, 'execute')
 $$, $$ select substr(name, 5) from rpcs union all values ('is_operator'), ('get_queue_depth'), ('get_trace'), ('valid_phases'),
-      ('request_action'), ('record_tool_call'), ('decide_action'), ('get_action'), ('list_runs'), ('get_run'), ('whoami') $$,
+      ('request_action'), ('record_tool_call'), ('decide_action'), ('get_action'), ('list_runs'), ('get_run'), ('whoami'),
+      ('console_overview') $$,
   'service_role may call those, the runner''s calls and the projects'' phase check, no internal helper');
 select ok(not has_function_privilege('service_role', 'ops.wake_runner(text)', 'execute')
   and not has_function_privilege('service_role', 'ops.end_run(ops.runs, text, text, jsonb, text)', 'execute')

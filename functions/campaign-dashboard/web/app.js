@@ -13,160 +13,49 @@
 //     archived, not linked), the switches are disabled.
 // Sessions come from Supabase Auth (locally: scripts/dev session <email>,
 // handed over in the URL fragment as a magic link would).
-import { createClient } from "@supabase/supabase-js";
+import { startPage } from "../../../shared/web/session.js";
+import { $, badge, element, timeAgo, toast, uuid } from "../../../shared/web/ui.js";
 
 const PAGE_SIZE = 50;
 const REVALIDATE_MS = 30_000;
 const SLOW_MS = 100;
 const TOGGLE_TIMEOUT_MS = 20_000;
-const TOAST_MS = 10_000;
 const COLUMNS =
   "id,workspace_id,name,status,n8n_workflow_id,n8n_workflow_name,n8n_status,version,last_sync_at,sync_source,sync_error," +
   "workspace:workspaces(name)";
 const LOCKED = new Set(["completed", "archived"]);
 const WRITERS = new Set(["editor", "owner"]);
 
-const $ = (id) => document.getElementById(id);
-
 const app = {
-  config: null,
-  client: null,
-  session: null,
-  signedIn: false,
-  signedOutReason: null,
   page: 0,
   total: 0,
   loaded: false,
   campaigns: [], // the page, as the server last said, in order
   updatedAt: new Map(), // id -> when a toggle answer last replaced the row (performance.now())
   roles: new Map(), // workspace_id -> the caller's role
-  operator: false,
   toggles: new Map(), // id -> { inFlight, shown, wish, slow, timer }
   rowEls: new Map(), // id -> <tr>
   loading: null,
   reloadQueued: false,
-  online: navigator.onLine,
-  expiryTimer: null,
 };
 
-// ------------------------------------------------------------------ boot
-
-async function boot() {
-  installListeners();
-  renderOnline();
-  try {
-    const response = await fetch("./config.json", { cache: "no-store" });
-    if (!response.ok) throw new Error(`config.json answered HTTP ${response.status}`);
-    app.config = await response.json();
-  } catch (error) {
-    showSignedOut(`The dashboard could not load its configuration: ${error.message}`);
-    return;
-  }
-  app.client = createClient(app.config.supabase_url, app.config.anon_key, {
-    db: { schema: "campaigns" },
-    auth: { detectSessionInUrl: true, persistSession: true, flowType: "implicit" },
-  });
-  // Reads a session from the URL fragment (a magic link) or from storage.
-  const { error: urlError } = await app.client.auth.initialize();
-  if (location.hash === "" && location.href.endsWith("#")) {
-    history.replaceState(history.state, "", location.href.slice(0, -1));
-  }
-  app.client.auth.onAuthStateChange((event, session) => {
-    // Deferred: supabase-js must not be called back from inside this callback.
-    setTimeout(() => onAuthChange(event, session), 0);
-  });
-  const { data } = await app.client.auth.getSession();
-  if (data.session) {
-    startDashboard(data.session);
-  } else if (urlError) {
-    showSignedOut(`The session in the link was not accepted (${urlError.message}). Mint a new one.`);
-  } else {
-    showSignedOut(app.signedOutReason ?? "You are not signed in.");
-  }
-}
-
-function onAuthChange(event, session) {
-  if (event === "SIGNED_OUT" || !session) {
-    if (!app.signedIn) return;
-    const expired = app.session?.expires_at && app.session.expires_at * 1000 <= Date.now();
-    showSignedOut(
-      app.signedOutReason ??
-        (expired ? "Your session has expired. Mint a new one." : "You were signed out (in this tab or another one)."),
-    );
-    return;
-  }
-  if (app.signedIn) {
-    app.session = session;
-    scheduleExpiryCheck();
-  } else if (event === "SIGNED_IN" || event === "TOKEN_REFRESHED" || event === "INITIAL_SESSION") {
-    startDashboard(session);
-  }
-}
-
-function startDashboard(session) {
-  app.session = session;
-  app.signedIn = true;
-  app.signedOutReason = null;
-  const user = session.user ?? {};
-  app.operator = user.app_metadata?.role === "operator";
-  $("account-email").textContent = user.email || user.id || "";
-  $("account-role").textContent = app.operator ? "operator" : "";
-  $("account-role").hidden = !app.operator;
-  $("account").hidden = false;
-  $("booting").hidden = true;
-  $("signed-out").hidden = true;
-  $("dashboard").hidden = false;
-  scheduleExpiryCheck();
-  revalidate();
-}
-
-function showSignedOut(reason) {
-  app.signedIn = false;
-  app.session = null;
-  clearTimeout(app.expiryTimer);
-  for (const t of app.toggles.values()) clearTimeout(t.timer);
-  app.toggles.clear();
-  app.campaigns = [];
-  app.loaded = false;
-  for (const tr of app.rowEls.values()) tr.remove();
-  app.rowEls.clear();
-  $("signed-out-reason").textContent = reason;
-  $("booting").hidden = true;
-  $("dashboard").hidden = true;
-  $("account").hidden = true;
-  $("signed-out").hidden = false;
-}
-
-/** The session is gone or rejected: drop it and show the signed-out panel. */
-async function sessionExpired(reason = "Your session has expired or is no longer valid. Mint a new one.") {
-  if (!app.signedIn) return;
-  app.signedOutReason = reason;
-  showSignedOut(reason);
-  try {
-    await app.client.auth.signOut({ scope: "local" });
-  } catch {
-    // The local session is removed before any request; nothing else to do.
-  }
-  app.signedOutReason = null;
-}
-
-// An access token is not refreshed locally (Supabase Auth refreshes it when
-// deployed): when it runs out, ask supabase-js, which drops it.
-function scheduleExpiryCheck() {
-  clearTimeout(app.expiryTimer);
-  const expiresAt = app.session?.expires_at;
-  if (!expiresAt) return;
-  const delay = Math.max(0, expiresAt * 1000 - Date.now() + 1000);
-  app.expiryTimer = setTimeout(async () => {
-    if (!app.signedIn) return;
-    const { data } = await app.client.auth.getSession();
-    if (!data.session || data.session.expires_at * 1000 <= Date.now()) sessionExpired();
-    else {
-      app.session = data.session;
-      scheduleExpiryCheck();
-    }
-  }, Math.min(delay, 2 ** 31 - 1));
-}
+const session = startPage({
+  schema: "campaigns",
+  contentId: "dashboard",
+  onSignedIn: () => revalidate(),
+  onSignedOut: () => {
+    for (const t of app.toggles.values()) clearTimeout(t.timer);
+    app.toggles.clear();
+    app.campaigns = [];
+    app.loaded = false;
+    for (const tr of app.rowEls.values()) tr.remove();
+    app.rowEls.clear();
+  },
+  onOnline: (online) => {
+    renderAllRows();
+    if (online) revalidate();
+  },
+});
 
 // ------------------------------------------------------------------ listeners
 
@@ -178,24 +67,9 @@ function installListeners() {
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") revalidate();
   });
-  window.addEventListener("online", () => {
-    app.online = true;
-    renderOnline();
-    revalidate();
-  });
-  window.addEventListener("offline", () => {
-    app.online = false;
-    renderOnline();
-  });
   $("refresh").addEventListener("click", () => revalidate());
   $("prev").addEventListener("click", () => goToPage(app.page - 1));
   $("next").addEventListener("click", () => goToPage(app.page + 1));
-  $("sign-out").addEventListener("click", async () => {
-    app.signedOutReason = "You signed out.";
-    showSignedOut(app.signedOutReason);
-    await app.client.auth.signOut();
-    app.signedOutReason = null;
-  });
   $("rows").addEventListener("click", (event) => {
     const button = event.target.closest("button.switch");
     if (button) onSwitch(button.closest("tr").dataset.campaignId);
@@ -215,7 +89,7 @@ function goToPage(page) {
 
 /** Refetches the page; while a fetch is running, one more is queued. */
 function revalidate() {
-  if (!app.signedIn) return Promise.resolve();
+  if (!session.signedIn) return Promise.resolve();
   if (app.loading) {
     app.reloadQueued = true;
     return app.loading;
@@ -228,7 +102,7 @@ function revalidate() {
     })
     .finally(() => {
       app.loading = null;
-      if (app.reloadQueued && app.signedIn) {
+      if (app.reloadQueued && session.signedIn) {
         app.reloadQueued = false;
         revalidate();
       }
@@ -244,23 +118,23 @@ async function loadPage() {
   const startedAt = performance.now();
   const page = app.page;
   const from = page * PAGE_SIZE;
-  const userId = app.session.user?.id;
+  const userId = session.session.user?.id;
   $("campaigns").setAttribute("aria-busy", "true");
   try {
     const [members, campaigns] = await Promise.all([
-      app.client.from("workspace_members").select("workspace_id,role").eq("user_id", userId),
-      app.client
+      session.client.from("workspace_members").select("workspace_id,role").eq("user_id", userId),
+      session.client
         .from("campaigns")
         .select(COLUMNS, { count: "exact" })
         .order("name", { ascending: true })
         .order("id", { ascending: true })
         .range(from, from + PAGE_SIZE - 1),
     ]);
-    if (!app.signedIn) return;
+    if (!session.signedIn) return;
     for (const result of [members, campaigns]) {
       if (result.error) {
         if (isAuthFailure(result)) {
-          await sessionExpired();
+          await session.sessionExpired();
           return;
         }
         throw new Error(result.error.message || `HTTP ${result.status}`);
@@ -299,7 +173,7 @@ const rowOf = (id) => app.campaigns.find((c) => c.id === id);
 const serverOn = (campaign) => campaign.status === "active";
 
 function canWrite(campaign) {
-  return app.operator || WRITERS.has(app.roles.get(campaign.workspace_id));
+  return session.operator || WRITERS.has(app.roles.get(campaign.workspace_id));
 }
 
 /** Why the campaign's switch is disabled, or null when it may be used. */
@@ -307,7 +181,7 @@ function disabledReason(campaign) {
   if (!campaign.n8n_workflow_id) return "Not linked to an n8n workflow";
   if (LOCKED.has(campaign.status)) return `A ${campaign.status} campaign cannot be switched`;
   if (!canWrite(campaign)) return "You may view this workspace's campaigns but not switch them";
-  if (!app.online) return "Offline: switching needs a connection";
+  if (!session.online) return "Offline: switching needs a connection";
   return null;
 }
 
@@ -367,28 +241,26 @@ async function send(id, want) {
   app.toggles.delete(id);
   renderRow(id);
   if (result.status === 401) {
-    await sessionExpired("Your session has expired (the toggle was refused with 401). Mint a new one.");
+    await session.sessionExpired("Your session has expired (the toggle was refused with 401). Mint a new one.");
     return;
   }
   let message = result.error?.message || result.error?.code || "unknown error";
   if (result.status === 429 && result.retryAfter) message += ` (retry in ${result.retryAfter} s)`;
-  toast(`Could not ${action} “${name}”: ${message}`, result.correlationId);
+  toast(`Could not ${action} “${name}”: ${message}`, { correlationId: result.correlationId });
   revalidate(); // the server may have recorded the failure (sync_error, n8n status)
 }
 
 async function postToggle(id, action) {
-  const { data } = await app.client.auth.getSession();
-  const session = data.session;
-  if (!session) return { ok: false, status: 401, error: { code: "unauthorized", message: "no session" } };
-  app.session = session;
+  const token = await session.accessToken();
+  if (!token) return { ok: false, status: 401, error: { code: "unauthorized", message: "no session" } };
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), TOGGLE_TIMEOUT_MS);
   try {
-    const response = await fetch(app.config.toggle_url, {
+    const response = await fetch(session.config.toggle_url, {
       method: "POST",
       headers: {
-        authorization: `Bearer ${session.access_token}`,
-        apikey: app.config.anon_key,
+        authorization: `Bearer ${token}`,
+        apikey: session.config.anon_key,
         "content-type": "application/json",
         "x-idempotency-key": uuid(),
       },
@@ -430,15 +302,6 @@ function mergeCampaign(campaign) {
   if (index < 0) return;
   app.campaigns[index] = { ...app.campaigns[index], ...campaign };
   app.updatedAt.set(campaign.id, performance.now());
-}
-
-function uuid() {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 // ------------------------------------------------------------------ rendering
@@ -491,19 +354,6 @@ function renderPager() {
   $("next").disabled = (app.page + 1) * PAGE_SIZE >= app.total;
 }
 
-function renderOnline() {
-  $("offline").hidden = app.online;
-  document.body.classList.toggle("is-offline", !app.online);
-  renderAllRows();
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 function createRow(id) {
   const tr = element("tr", "campaign");
   tr.dataset.campaignId = id;
@@ -531,20 +381,6 @@ function createRow(id) {
   return tr;
 }
 
-function badge(kind, value) {
-  return element("span", `badge ${kind}-${value}`, value);
-}
-
-function relativeTime(iso) {
-  const seconds = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
-  if (seconds < 45) return "just now";
-  const minutes = Math.round(seconds / 60);
-  if (minutes < 60) return `${minutes} min ago`;
-  const hours = Math.round(minutes / 60);
-  if (hours < 48) return `${hours} h ago`;
-  return `${Math.round(hours / 24)} days ago`;
-}
-
 function updateRow(tr, campaign) {
   const cells = tr.children;
   cells[0].textContent = campaign.name;
@@ -552,14 +388,7 @@ function updateRow(tr, campaign) {
   cells[2].replaceChildren(badge("status", campaign.status));
   cells[3].replaceChildren(badge("n8n", campaign.n8n_status));
   cells[4].textContent = campaign.n8n_workflow_id ? campaign.n8n_workflow_name || campaign.n8n_workflow_id : "—";
-  if (campaign.last_sync_at) {
-    const time = element("time", "", relativeTime(campaign.last_sync_at));
-    time.dateTime = campaign.last_sync_at;
-    time.title = `${new Date(campaign.last_sync_at).toLocaleString()}${campaign.sync_source ? ` (${campaign.sync_source})` : ""}`;
-    cells[5].replaceChildren(time);
-  } else {
-    cells[5].textContent = "never";
-  }
+  cells[5].replaceChildren(timeAgo(campaign.last_sync_at, campaign.sync_source));
   const warnings = [];
   if (!campaign.n8n_workflow_id) {
     warnings.push(element("span", "warning warning-orphan", "⚠ not linked to a workflow"));
@@ -586,21 +415,4 @@ function updateRow(tr, campaign) {
   else button.removeAttribute("aria-busy");
 }
 
-// ------------------------------------------------------------------ toasts
-
-function toast(message, correlationId) {
-  const node = element("div", "toast");
-  node.setAttribute("role", "alert");
-  const text = element("p", "toast-message", message);
-  node.append(text);
-  if (correlationId) node.append(element("p", "toast-detail", `correlation id ${correlationId}`));
-  const close = element("button", "toast-close", "×");
-  close.type = "button";
-  close.setAttribute("aria-label", "Dismiss");
-  close.addEventListener("click", () => node.remove());
-  node.append(close);
-  $("toasts").append(node);
-  setTimeout(() => node.remove(), TOAST_MS);
-}
-
-boot();
+installListeners();
