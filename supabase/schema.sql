@@ -1177,20 +1177,20 @@ $$;
 ALTER FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer, p_lease_seconds integer) OWNER TO postgres;
 
 --
--- Name: complete_leased(uuid); Type: FUNCTION; Schema: integration; Owner: postgres
+-- Name: complete_leased(uuid, jsonb); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
-CREATE FUNCTION integration.complete_leased(p_id uuid) RETURNS void
+CREATE FUNCTION integration.complete_leased(p_id uuid, p_receipt jsonb DEFAULT NULL::jsonb) RETURNS void
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO ''
     AS $$
   update integration.outbox set
-    status = 'completed', completed_at = now(),
+    status = 'completed', completed_at = now(), receipt = p_receipt,
     locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
   where id = p_id;
 $$;
 
-ALTER FUNCTION integration.complete_leased(p_id uuid) OWNER TO postgres;
+ALTER FUNCTION integration.complete_leased(p_id uuid, p_receipt jsonb) OWNER TO postgres;
 
 --
 -- Name: configure_router(text, text); Type: FUNCTION; Schema: integration; Owner: postgres
@@ -1246,6 +1246,7 @@ CREATE TABLE integration.outbox (
     completed_at timestamp with time zone,
     dead_at timestamp with time zone,
     error_history jsonb DEFAULT '[]'::jsonb NOT NULL,
+    receipt jsonb,
     CONSTRAINT outbox_aggregate_id_check CHECK (((length(aggregate_id) >= 1) AND (length(aggregate_id) <= 128))),
     CONSTRAINT outbox_aggregate_type_check CHECK (((length(aggregate_type) >= 1) AND (length(aggregate_type) <= 100))),
     CONSTRAINT outbox_attempts_check CHECK ((attempts >= 0)),
@@ -1255,6 +1256,7 @@ CREATE TABLE integration.outbox (
     CONSTRAINT outbox_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
     CONSTRAINT outbox_lease_only_while_processing CHECK (((status = 'processing'::text) = (lock_token IS NOT NULL))),
     CONSTRAINT outbox_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT outbox_receipt_check CHECK (((receipt IS NULL) OR ((jsonb_typeof(receipt) = 'object'::text) AND (length((receipt)::text) <= 500)))),
     CONSTRAINT outbox_source_check CHECK ((source ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
     CONSTRAINT outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text])))
 )
@@ -1987,10 +1989,14 @@ begin
        or v_retry_after < 0 then
       raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'each result needs id, lease_token and a boolean ok; retry_after_seconds must not be negative';
     end if;
+    if v_result ? 'receipt' and (jsonb_typeof(v_result->'receipt') is distinct from 'object'
+                                 or length((v_result->'receipt')::text) > 500) then
+      raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'a receipt is an object of at most 500 characters';
+    end if;
     if not integration.holds_lease(v_id, v_token) then
       v_stale := v_stale || to_jsonb(v_id);
     elsif (v_result->>'ok')::boolean then
-      perform integration.complete_leased(v_id);
+      perform integration.complete_leased(v_id, v_result->'receipt');
       v_acked := v_acked + 1;
     else
       perform integration.record_failure(
@@ -5764,7 +5770,7 @@ UNION ALL
     'integration.outbox'::text AS source,
     'outbox.delivered'::text AS kind,
     (o.id)::text AS subject_id,
-    jsonb_build_object('event_type', o.event_type, 'attempts', o.attempts) AS detail,
+    jsonb_strip_nulls(jsonb_build_object('event_type', o.event_type, 'attempts', o.attempts, 'receipt', o.receipt)) AS detail,
     o.correlation_id,
     7 AS source_rank,
     (0)::bigint AS seq
@@ -7151,10 +7157,10 @@ REVOKE ALL ON FUNCTION integration.claim_outbox(p_worker text, p_batch_size inte
 GRANT ALL ON FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer, p_lease_seconds integer) TO service_role;
 
 --
--- Name: FUNCTION complete_leased(p_id uuid); Type: ACL; Schema: integration; Owner: postgres
+-- Name: FUNCTION complete_leased(p_id uuid, p_receipt jsonb); Type: ACL; Schema: integration; Owner: postgres
 --
 
-REVOKE ALL ON FUNCTION integration.complete_leased(p_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION integration.complete_leased(p_id uuid, p_receipt jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION configure_router(p_target_url text, p_invocation_token text); Type: ACL; Schema: integration; Owner: postgres

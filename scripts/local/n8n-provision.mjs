@@ -1,5 +1,5 @@
 // Makes a fresh or running local n8n ready for the integration bus: the owner
-// account, a public-API key (kept in a file for the tests), the three domain
+// account, two public-API keys (the functions' and the tests', in files), the three domain
 // handler workflows, created from one template, and the control-plane
 // workflows (the directory `control-plane` next to the workflows dir: one
 // workflow per file), all activated. Idempotent: existing workflows of the
@@ -11,7 +11,7 @@
 // with their publication state across runs) and writes their ids, by slug,
 // to the campaign ids file for scripts/local/campaigns.sql.
 import { readFileSync, writeFileSync, existsSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 const [base, password, keyFile, workflowsDir, campaignIdsFile] = process.argv.slice(2);
 if (!workflowsDir) {
@@ -48,14 +48,14 @@ async function session() {
   return r.cookie.split(";")[0];
 }
 
-async function apiKey() {
-  if (existsSync(keyFile)) {
-    const key = readFileSync(keyFile, "utf8").trim();
-    const r = await call("/api/v1/workflows?limit=1", { headers: { "X-N8N-API-KEY": key } });
+/** An API key with `scopes`, kept in `file` (made again when n8n no longer accepts it). */
+async function apiKey(file, scopes, probe) {
+  if (existsSync(file)) {
+    const key = readFileSync(file, "utf8").trim();
+    const r = await call(probe, { headers: { "X-N8N-API-KEY": key } });
     if (r.status === 200) return key;
   }
   const cookie = await session();
-  const scopes = ["create", "read", "update", "delete", "list", "activate", "deactivate"].map((s) => `workflow:${s}`);
   const r = await call("/rest/api-keys", {
     method: "POST",
     headers: { cookie },
@@ -63,11 +63,16 @@ async function apiKey() {
   });
   const key = r.json?.data?.rawApiKey;
   if (!key) throw new Error(`n8n API key creation failed: HTTP ${r.status}`);
-  writeFileSync(keyFile, key + "\n", { mode: 0o600 });
+  writeFileSync(file, key + "\n", { mode: 0o600 });
   return key;
 }
 
-const key = await apiKey();
+// The functions' key manages workflows only; the tests' key also reads
+// executions (a trace's receipt names one), which no function needs.
+const workflowScopes = ["create", "read", "update", "delete", "list", "activate", "deactivate"].map((s) => `workflow:${s}`);
+const key = await apiKey(keyFile, workflowScopes, "/api/v1/workflows?limit=1");
+await apiKey(join(dirname(keyFile), "test-api-key"), ["workflow:read", "workflow:list", "execution:read", "execution:list"],
+  "/api/v1/executions?limit=1");
 const api = (path, options = {}) => call("/api/v1" + path, { ...options, headers: { "X-N8N-API-KEY": key } });
 const template = readFileSync(join(workflowsDir, "domain-handler.template.json"), "utf8");
 const existing = (await api("/workflows?limit=250")).json?.data ?? [];

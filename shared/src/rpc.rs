@@ -125,6 +125,17 @@ pub mod integration {
         pub ok: bool,
         pub error: Option<String>,
         pub retry_after_seconds: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub receipt: Option<Receipt>,
+    }
+
+    /// What a receiver that acknowledged a delivery said it ran (an n8n
+    /// handler: its execution), kept on the event for its trace.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct Receipt {
+        pub execution_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub workflow_id: Option<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

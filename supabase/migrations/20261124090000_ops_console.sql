@@ -384,6 +384,159 @@ begin
 end;
 $$;
 
+-- ------------------------------------------------------------ receipts
+
+-- What a receiver said it ran when it acknowledged a delivery: the n8n
+-- handlers answer with their execution (and workflow) id, which the router
+-- passes to settle_outbox, so a trace reaches from the Odoo event to the n8n
+-- execution that handled it.
+alter table integration.outbox add column receipt jsonb
+  constraint outbox_receipt_check check (receipt is null or (jsonb_typeof(receipt) = 'object' and length(receipt::text) <= 500));
+
+-- complete_leased gains the receipt (NULL when the answer had none).
+drop function integration.complete_leased(uuid);
+create function integration.complete_leased(p_id uuid, p_receipt jsonb default null)
+returns void
+language sql
+security definer
+set search_path = ''
+as $$
+  update integration.outbox set
+    status = 'completed', completed_at = now(), receipt = p_receipt,
+    locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
+  where id = p_id;
+$$;
+revoke all on function integration.complete_leased(uuid, jsonb) from public;
+
+-- As before (20261122170000_integration_router.sql), keeping each
+-- acknowledgement's receipt: an object of at most 500 characters, else 422.
+create or replace function integration.settle_outbox(p_results jsonb)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+  v_id uuid;
+  v_token uuid;
+  v_retry_after integer;
+  v_acked integer := 0;
+  v_failed integer := 0;
+  v_stale jsonb := '[]';
+begin
+  if jsonb_typeof(p_results) is distinct from 'array' or jsonb_array_length(p_results) > 1000 then
+    raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'p_results must be an array of at most 1000 results';
+  end if;
+  for v_result in select value from jsonb_array_elements(p_results) loop
+    begin
+      v_id := (v_result->>'id')::uuid;
+      v_token := (v_result->>'lease_token')::uuid;
+      v_retry_after := (v_result->>'retry_after_seconds')::integer;
+    exception when invalid_text_representation or numeric_value_out_of_range then
+      raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'each result needs a uuid id and lease_token; retry_after_seconds is an integer';
+    end;
+    if v_id is null or v_token is null or jsonb_typeof(v_result->'ok') is distinct from 'boolean'
+       or v_retry_after < 0 then
+      raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'each result needs id, lease_token and a boolean ok; retry_after_seconds must not be negative';
+    end if;
+    if v_result ? 'receipt' and (jsonb_typeof(v_result->'receipt') is distinct from 'object'
+                                 or length((v_result->'receipt')::text) > 500) then
+      raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'a receipt is an object of at most 500 characters';
+    end if;
+    if not integration.holds_lease(v_id, v_token) then
+      v_stale := v_stale || to_jsonb(v_id);
+    elsif (v_result->>'ok')::boolean then
+      perform integration.complete_leased(v_id, v_result->'receipt');
+      v_acked := v_acked + 1;
+    else
+      perform integration.record_failure(
+        v_id, coalesce(nullif(left(v_result->>'error', 1000), ''), 'unspecified error'), v_retry_after);
+      v_failed := v_failed + 1;
+    end if;
+  end loop;
+  return jsonb_build_object('acked', v_acked, 'failed', v_failed, 'stale', v_stale);
+end;
+$$;
+
+-- As before (20261124030000_ops_runner.sql); a delivery's step carries its receipt.
+create or replace view ops.trace_rows with (security_invoker = true) as
+select l.created_at as at, 'integration.event_log'::text as source, 'event.received'::text as kind,
+       l.event_id::text as subject_id,
+       jsonb_build_object('event_type', l.event_type, 'source', l.source, 'aggregate_type', l.aggregate_type,
+         'aggregate_id', l.aggregate_id, 'idempotency_key', l.idempotency_key, 'scheme', l.scheme) as detail,
+       l.correlation_id, 1 as source_rank, l.id as seq
+from integration.event_log l
+union all
+select o.created_at, 'integration.outbox', 'outbox.queued', o.id::text,
+       jsonb_build_object('event_type', o.event_type, 'source', o.source, 'aggregate_type', o.aggregate_type,
+         'aggregate_id', o.aggregate_id, 'status', o.status, 'attempts', o.attempts),
+       o.correlation_id, 2, 0::bigint
+from integration.outbox o
+union all
+select j.created_at, 'observability.jobs', 'job.enqueued', j.id::text,
+       jsonb_strip_nulls(jsonb_build_object('job_type', j.job_type, 'source', j.source, 'priority', j.priority,
+         'max_attempts', j.max_attempts, 'idempotency_key', j.idempotency_key, 'status', j.status)),
+       j.correlation_id, 3, 0::bigint
+from observability.jobs j
+union all
+select e.at, 'observability.job_events', 'job.' || e.to_status, e.job_id::text,
+       jsonb_strip_nulls(jsonb_build_object('from', e.from_status, 'to', e.to_status, 'attempt', e.attempt,
+         'worker', e.worker)) || e.detail,
+       e.correlation_id, 4, e.id
+from observability.job_events e
+where e.from_status is not null
+union all
+select r.finished_at, 'observability.job_runs', 'job.run_' || r.outcome, r.job_id::text,
+       jsonb_strip_nulls(jsonb_build_object('attempt', r.attempt, 'worker', r.worker, 'outcome', r.outcome,
+         'started_at', r.started_at,
+         'duration_ms', round(extract(epoch from r.finished_at - r.started_at) * 1000, 3),
+         'result', r.result, 'metrics', r.metrics, 'error', r.error)),
+       j.correlation_id, 5, r.id
+from observability.job_runs r
+join observability.jobs j on j.id = r.job_id
+where r.finished_at is not null
+union all
+select (a.value ->> 'at')::timestamptz, 'integration.outbox', 'outbox.attempt_failed', o.id::text,
+       jsonb_build_object('event_type', o.event_type, 'attempt', a.value -> 'attempt', 'worker', a.value -> 'worker',
+         'error', a.value -> 'error'),
+       o.correlation_id, 6, a.ordinality
+from integration.outbox o
+cross join lateral jsonb_array_elements(o.error_history) with ordinality as a(value, ordinality)
+union all
+select o.completed_at, 'integration.outbox', 'outbox.delivered', o.id::text,
+       jsonb_strip_nulls(jsonb_build_object('event_type', o.event_type, 'attempts', o.attempts,
+         'receipt', o.receipt)),
+       o.correlation_id, 7, 0::bigint
+from integration.outbox o
+where o.completed_at is not null
+union all
+select o.dead_at, 'integration.outbox', 'outbox.dead', o.id::text,
+       jsonb_build_object('event_type', o.event_type, 'attempts', o.attempts, 'error', o.last_error),
+       o.correlation_id, 7, 0::bigint
+from integration.outbox o
+where o.dead_at is not null
+union all
+select h.checked_at, 'observability.service_health', 'health.' || h.status, h.service_id::text,
+       jsonb_strip_nulls(jsonb_build_object('service', s.name, 'status', h.status,
+         'response_time_ms', h.response_time_ms, 'http_status', h.http_status, 'error', h.error)),
+       h.correlation_id, 8, h.id
+from observability.service_health h
+join observability.services s on s.id = h.service_id
+union all
+select r.queued_at, 'ops.runs', 'run.' || r.kind, r.run_id,
+       jsonb_strip_nulls(jsonb_build_object('project_id', r.project_id, 'env', r.env, 'git_sha', r.git_sha,
+         'git_ref', r.git_ref, 'status', r.status, 'requested_by', r.requested_by, 'rollback_of', r.rollback_of,
+         'requeue_of', r.requeue_of)),
+       r.correlation_id, 9, 0::bigint
+from ops.runs r
+union all
+select e.created_at, 'ops.run_events', 'run.event.' || e.level, e.run_id,
+       jsonb_strip_nulls(jsonb_build_object('message', e.message, 'phase', e.phase, 'actor', e.actor,
+         'payload', nullif(e.payload, '{}'::jsonb))),
+       e.correlation_id, 10, e.id
+from ops.run_events e;
+
 -- ------------------------------------------------------------ privileges
 
 revoke all on function integration.dead_letter_matches(integration.outbox, uuid[], text, timestamptz, timestamptz, text),

@@ -1,11 +1,11 @@
 -- The ops console's RPCs (20261124090000_ops_console.sql): the dead-letter
 -- list (filters, empty inputs as no filter, keyset pages, total) and its
 -- agreement with the redrive's dry run; redrive, requeue and cancel by an
--- operator, recorded under the operator's JWT email; who may call what; and
--- ops.console_overview's shape and counts.
+-- operator, recorded under the operator's JWT email; who may call what;
+-- ops.console_overview's shape and counts; and delivery receipts in traces.
 begin;
 set search_path = extensions, public;
-select plan(85);
+select plan(91);
 
 -- Names unique to this run: the dev database is shared. Everything is rolled back.
 select 'pgtap' || substr(md5(random()::text), 1, 10) as tag \gset
@@ -17,17 +17,7 @@ select :'tag' || '.*' as pattern, 'op-' || :'tag' || '@example.com' as op_email,
 \gset
 
 \ir lib/refusal.sql
--- What happens when the current role makes a call: 'ok', '42501' (no
--- privilege), or 'SQLSTATE message hint'.
-create function pg_temp.call(p_sql text) returns text language plpgsql as $$
-declare v_state text; v_message text; v_hint text;
-begin
-  execute p_sql;
-  return 'ok';
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_hint = pg_exception_hint;
-  return case when v_state = '42501' then '42501' else concat_ws(' ', v_state, v_message, nullif(v_hint, '')) end;
-end $$;
+\ir lib/call.sql
 
 -- ------------------------------------------------------------ dead letters
 
@@ -442,6 +432,36 @@ select set_config('request.jwt.claims', :'jwt_op', true) \g /dev/null
 select is((select jsonb_array_length(ops.console_overview() #> '{bus,activity}')), 60, 'an operator reads the overview');
 reset role;
 set local request.jwt.claims = '';
+
+-- ------------------------------------------------------------ receipts
+
+-- An event the router holds; settling it with the receiver's receipt keeps it.
+insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload,
+  correlation_id, status, attempts, lock_token, locked_by, locked_at, lease_expires_at)
+values ('pgtap', 'rcpt-' || :'tag', :'tag' || '.receipt', 't', '1', '{}', 'cid-rcpt-' || :'tag', 'processing', 1,
+  gen_random_uuid(), 'pgtap-router', now(), now() + interval '1 minute')
+returning id as rcpt_id, lock_token as rcpt_token \gset
+select throws_ok(format($$ select integration.settle_outbox(jsonb_build_array(jsonb_build_object(
+    'id', %L, 'lease_token', %L, 'ok', true, 'receipt', '["4711"]'::jsonb))) $$, :'rcpt_id', :'rcpt_token'),
+  'PT422', 'validation_failed', 'a receipt that is not an object is refused');
+select throws_ok(format($$ select integration.settle_outbox(jsonb_build_array(jsonb_build_object(
+    'id', %L, 'lease_token', %L, 'ok', true, 'receipt', jsonb_build_object('execution_id', repeat('x', 600))))) $$,
+    :'rcpt_id', :'rcpt_token'),
+  'PT422', 'validation_failed', 'so is a receipt over 500 characters');
+select is(integration.settle_outbox(jsonb_build_array(jsonb_build_object('id', :'rcpt_id', 'lease_token', :'rcpt_token',
+    'ok', true, 'receipt', '{"execution_id":"4711","workflow_id":"wf1"}'::jsonb))) ->> 'acked', '1',
+  'an acknowledgement with a receipt settles');
+select is((select receipt from integration.outbox where id = :'rcpt_id'), '{"execution_id":"4711","workflow_id":"wf1"}'::jsonb,
+  'the receipt is kept on the event');
+select is((select detail -> 'receipt' from ops.get_trace('cid-rcpt-' || :'tag') where kind = 'outbox.delivered'),
+  '{"execution_id":"4711","workflow_id":"wf1"}'::jsonb, 'the trace''s delivery step carries it');
+update integration.outbox set status = 'processing', completed_at = null, attempts = 2,
+  lock_token = gen_random_uuid(), locked_by = 'pgtap-router', locked_at = now(), lease_expires_at = now() + interval '1 minute'
+where id = :'rcpt_id' returning lock_token as rcpt_token2 \gset
+select integration.settle_outbox(jsonb_build_array(jsonb_build_object('id', :'rcpt_id', 'lease_token', :'rcpt_token2',
+  'ok', true))) \g /dev/null
+select is((select receipt from integration.outbox where id = :'rcpt_id'), null,
+  'an acknowledgement without a receipt (a redelivery answered plainly) keeps none');
 
 select * from finish();
 rollback;

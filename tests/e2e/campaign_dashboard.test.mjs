@@ -20,7 +20,7 @@ import path from "node:path";
 import pg from "pg";
 import { chromium } from "playwright-core";
 import { createWorkflow as createN8nWorkflow, n8n, removeWorkflow } from "./n8n.mjs";
-import { ROOT, env, waitFor } from "./helpers.mjs";
+import { ROOT, assertPageFunction, env, waitFor } from "./helpers.mjs";
 import { mintSession, sessionFragment } from "../../scripts/local/session.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -460,23 +460,4 @@ test("(h) no session, an expired session, signing out, or a toggle answering 401
   await signedIn.context.close();
 });
 
-test("the function refuses what is not a page, and hands out the anon key only", async () => {
-  const at = (p, init = {}) => fetch(new URL(p, DASHBOARD), { redirect: "manual", signal: AbortSignal.timeout(WAIT), ...init });
-  const missing = await at("secrets.env");
-  assert.equal(missing.status, 404);
-  assert.equal((await missing.json()).error.code, "not_found");
-  const posted = await at("", { method: "POST", body: "{}" });
-  assert.equal(posted.status, 405);
-  assert.equal(posted.headers.get("allow"), "GET, HEAD");
-  assert.equal((await posted.json()).error.code, "method_not_allowed");
-  const bare = await at(DASHBOARD.replace(/\/$/, ""));
-  assert.equal(bare.status, 308);
-  assert.equal(bare.headers.get("location"), "campaign-dashboard/");
-  const page = await at("");
-  assert.equal(page.status, 200);
-  assert.match(page.headers.get("content-security-policy") ?? "", /script-src 'self'/);
-  assert.match(await page.text(), /<html/i);
-  const config = await (await at("config.json")).json();
-  assert.equal(config.anon_key, env.ANON_KEY);
-  assert.ok(!JSON.stringify(config).includes(env.SERVICE_ROLE_KEY), "never the service role key");
-});
+test("the function refuses what is not a page, and hands out the anon key only", () => assertPageFunction(DASHBOARD));

@@ -1,5 +1,6 @@
 // Shared helpers for the end-to-end tests: the running stack's env, signing as
 // Odoo does, SQL against the real database, and stack control for fault tests.
+import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
 import http from "node:http";
@@ -201,4 +202,36 @@ export async function startReceiver(respond = () => ({ status: 200 }), port = 0)
     received,
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
   };
+}
+
+/**
+ * What every page function (campaign-dashboard, ops-console) answers at
+ * `pageUrl` (its URL with the trailing slash): 404 for what is not a page,
+ * 405 for anything but GET and HEAD, 308 to add the slash, the page with its
+ * CSP, and config.json with the anon key and never the service role key.
+ */
+export async function assertPageFunction(pageUrl) {
+  const at = (p, init = {}) => fetch(new URL(p, pageUrl), { redirect: "manual", signal: AbortSignal.timeout(15_000), ...init });
+  const missing = await at("secrets.env");
+  assert.equal(missing.status, 404);
+  assert.equal((await missing.json()).error.code, "not_found");
+  const posted = await at("", { method: "POST", body: "{}" });
+  assert.equal(posted.status, 405);
+  assert.equal(posted.headers.get("allow"), "GET, HEAD");
+  assert.equal((await posted.json()).error.code, "method_not_allowed");
+  const bare = await at(pageUrl.replace(/\/$/, ""));
+  assert.equal(bare.status, 308);
+  assert.equal(bare.headers.get("location"), `${new URL(pageUrl).pathname.split("/").filter(Boolean).pop()}/`);
+  const page = await at("");
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-security-policy") ?? "", /script-src 'self'/);
+  assert.match(await page.text(), /<html/i);
+  for (const file of ["app.js", "style.css"]) {
+    const asset = await at(file);
+    assert.equal(asset.status, 200, file);
+    assert.equal(asset.headers.get("x-content-type-options"), "nosniff");
+  }
+  const config = await (await at("config.json")).json();
+  assert.equal(config.anon_key, env.ANON_KEY);
+  assert.ok(!JSON.stringify(config).includes(env.SERVICE_ROLE_KEY), "never the service role key");
 }

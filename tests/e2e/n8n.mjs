@@ -9,11 +9,18 @@ export const N8N_URL = env.N8N_URL ?? "http://127.0.0.1:54350";
 const API_KEY = readFileSync(path.join(ROOT, ".local/n8n/api-key"), "utf8").trim();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** One call to n8n's public API: {status, json}, bounded by `timeoutMs`. */
-export async function n8n(route, method = "GET", body, timeoutMs = 15_000) {
+const TEST_KEY_FILE = path.join(ROOT, ".local/n8n/test-api-key");
+
+/**
+ * One call to n8n's public API: {status, json}, bounded by `timeoutMs`, with
+ * the functions' key (workflows only), or with `executions` the tests' own
+ * key, which may also read executions.
+ */
+export async function n8n(route, method = "GET", body, timeoutMs = 15_000, { executions = false } = {}) {
+  const key = executions ? readFileSync(TEST_KEY_FILE, "utf8").trim() : API_KEY;
   const response = await fetch(`${N8N_URL}/api/v1${route}`, {
     method,
-    headers: { "X-N8N-API-KEY": API_KEY, "content-type": "application/json" },
+    headers: { "X-N8N-API-KEY": key, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(timeoutMs),
   });

@@ -18,8 +18,9 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { ROOT, env, event, postSigned, runRouter, sql, startReceiver, waitFor } from "./helpers.mjs";
+import { ROOT, assertPageFunction, env, event, postSigned, runRouter, sql, startReceiver, waitFor } from "./helpers.mjs";
 import { consoleUrl, DEMO_USERS, mintSession } from "../../scripts/local/session.mjs";
+import { N8N_URL, n8n } from "./n8n.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CONSOLE = env.CONSOLE_URL || `${env.API_URL}/functions/v1/ops-console/`;
@@ -130,6 +131,10 @@ after(async () => {
   if (made.runId) {
     sql(`select ops.cancel_run(run_id, 'e2e cleanup') from ops.runs
          where run_id = ${lit(made.runId)} and status not in ('success', 'failed', 'cancelled', 'rejected')`);
+  }
+  if (made.handle) {
+    sql(`select ops.decide_action(handle, false, 'e2e cleanup', 'e2e-cleanup') from ops.action_requests
+         where handle = ${lit(made.handle)} and status = 'awaiting_approval'`);
   }
   if (made.jobId) sql(`select observability.cancel_job(${lit(made.jobId)}, 'e2e cleanup', 'e2e') from observability.jobs
     where id = ${lit(made.jobId)} and status not in ('succeeded', 'cancelled')`);
@@ -264,6 +269,9 @@ test("approving from the console lets the waiting run proceed to a deploy", asyn
   await pending.waitFor({ timeout: WAIT });
   assert.match(await pending.innerText(), new RegExp(`ci-bot-${tag}`));
   await page.locator("#pending-rows tr", { hasText: made.handle }).waitFor({ timeout: WAIT });
+  await page.locator("#env-rows tr", { hasText: "test-project/production" }).waitFor({ timeout: WAIT });
+  await page.locator("#run-rows tr").first().waitFor({ timeout: WAIT });
+  await page.locator("#job-rows tr").first().waitFor({ timeout: WAIT });
   await shot(page, "runs");
 
   await pending.getByRole("button", { name: "Approve" }).click();
@@ -363,6 +371,32 @@ test("a trace shows the path of a redriven event in time order with durations", 
   await page.context().close();
 });
 
+test("a trace reaches from the Odoo event to the n8n execution that handled it", async () => {
+  // expense.* is routed to n8n's expense handler, which answers with its execution.
+  const sent = await postSigned(event({ event_type: "expense.submitted" }));
+  assert.equal(sent.status, 200, sent.text);
+  const receipt = await waitFor("n8n to handle the event", () =>
+    sqlJson(`select receipt from integration.outbox where id = ${lit(sent.json.event_id)} and status = 'completed'`), WAIT, 200);
+  // n8n stores an execution once it has finished, a moment after it answered.
+  const execution = await waitFor("n8n to store the execution", async () => {
+    const found = await n8n(`/executions/${receipt.execution_id}`, "GET", undefined, WAIT, { executions: true });
+    return found.status === 200 && found.json.finished ? found : null;
+  }, WAIT, 200);
+  assert.equal(String(execution.json.workflowId), receipt.workflow_id, "the receipt names n8n's real execution");
+  assert.equal(execution.json.status, "success");
+
+  const page = await openConsole("olivia@switchyard.test", { hash: `#/trace/${sent.json.correlation_id}` });
+  const delivered = page.locator("#trace-rows li", { hasText: "outbox.delivered" });
+  await delivered.waitFor({ timeout: WAIT });
+  const kinds = await page.locator("#trace-rows li strong").allInnerTexts();
+  assert.deepEqual(kinds.slice(0, 3), ["event.received", "outbox.queued", "outbox.delivered"]);
+  const link = delivered.locator(".step-receipt a");
+  assert.equal(await link.innerText(), receipt.execution_id);
+  assert.equal(await link.getAttribute("href"), `${N8N_URL}/workflow/${receipt.workflow_id}/executions/${receipt.execution_id}`);
+  await shot(page, "trace-n8n");
+  await page.context().close();
+});
+
 // ---------------------------------------------------------------- who sees what
 
 test("a signed-in non-operator sees nothing operational, and the server refuses them too", async () => {
@@ -399,6 +433,8 @@ test("signed out, the console shows how to sign in and nothing else", async () =
   assert.equal(await page.locator("#console").isVisible(), false);
   await context.close();
 });
+
+test("the function refuses what is not a page, and hands out the anon key only", () => assertPageFunction(CONSOLE));
 
 // ---------------------------------------------------------------- speed
 

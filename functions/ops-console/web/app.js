@@ -923,12 +923,38 @@ async function loadTrace(correlationId) {
       if (r.subject_id) head.append(" ", element("span", "mono muted", r.subject_id));
       if (r.duration_ms != null) head.append(" ", element("span", "step-gap", `${formatMs(Number(r.duration_ms))} after the previous step`));
       li.append(head);
+      if (r.detail?.receipt?.execution_id) li.append(receiptLine(r.detail.receipt));
       if (r.detail && Object.keys(r.detail).length) {
-        li.append(element("pre", "step-detail", JSON.stringify(r.detail, null, 1).slice(0, 2000)));
+        // The gist on one line; everything behind a disclosure.
+        const gist = Object.entries(r.detail)
+          .filter(([, v]) => v !== null && typeof v !== "object")
+          .slice(0, 4)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(" · ");
+        const more = element("details", "step-more");
+        more.append(element("summary", "", gist || "detail"), element("pre", "step-detail", JSON.stringify(r.detail, null, 1)));
+        li.append(more);
       }
       return li;
     }),
   );
+}
+
+/** Who handled a delivery, as the receiver's answer said: an n8n execution, linked when n8n's URL is known. */
+function receiptLine(receipt) {
+  const line = element("p", "step-receipt", "Handled by n8n execution ");
+  const n8n = session.config?.n8n_url;
+  if (n8n && receipt.workflow_id) {
+    const link = element("a", "mono", receipt.execution_id);
+    link.href = `${n8n}/workflow/${encodeURIComponent(receipt.workflow_id)}/executions/${encodeURIComponent(receipt.execution_id)}`;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    line.append(link);
+  } else {
+    line.append(element("span", "mono", receipt.execution_id));
+  }
+  if (receipt.workflow_id) line.append(element("span", "muted", ` (workflow ${receipt.workflow_id})`));
+  return line;
 }
 
 // ------------------------------------------------------------------ confirmation

@@ -2,7 +2,7 @@
 //! signed, how long it may take, and what its outcome means for the queue.
 
 use serde_json::{json, Value};
-use switchyard_shared::rpc::integration::{ClaimedEvent, RouteFormat, Settlement};
+use switchyard_shared::rpc::integration::{ClaimedEvent, Receipt, RouteFormat, Settlement};
 use switchyard_shared::signature::{sign_standard, SigningKey};
 use switchyard_shared::time::parse_http_date_ms;
 
@@ -146,13 +146,21 @@ pub enum Outcome {
     NotAttempted(String),
 }
 
-/// 2xx acks. Anything else fails the attempt (the queue's backoff decides
-/// when to retry); `Retry-After` counts only on 429 and 503, where it means
-/// "come back then". The error keeps a short excerpt of the answer for
-/// operators.
+/// 2xx acks, keeping the receipt the answer carries. Anything else fails the
+/// attempt (the queue's backoff decides when to retry); `Retry-After` counts
+/// only on 429 and 503, where it means "come back then". The error keeps a
+/// short excerpt of the answer for operators.
 pub fn settle(event: &ClaimedEvent, outcome: &Outcome, now_ms: i64) -> Settlement {
     let (ok, error, retry_after_seconds) = match outcome {
-        Outcome::Answered { status, .. } if (200..300).contains(status) => (true, None, None),
+        Outcome::Answered { status, body, .. } if (200..300).contains(status) => {
+            return Settlement {
+                id: event.id,
+                lease_token: event.lease_token,
+                ok: true,
+                receipt: receipt(body),
+                ..Settlement::default()
+            }
+        }
         Outcome::Answered {
             status,
             retry_after,
@@ -186,7 +194,31 @@ pub fn settle(event: &ClaimedEvent, outcome: &Outcome, now_ms: i64) -> Settlemen
         ok,
         error,
         retry_after_seconds,
+        receipt: None,
     }
+}
+
+/// The receipt in an acknowledging answer: a JSON object with `execution_id`
+/// and maybe `workflow_id` (what the n8n handlers answer), each a number or
+/// 1 to 64 letters, digits, `-` and `_` (they end up in links). Anything
+/// else is no receipt; the delivery counts all the same.
+pub fn receipt(body: &str) -> Option<Receipt> {
+    let answer: Value = serde_json::from_str(body).ok()?;
+    let id = |name: &str| match answer.get(name)? {
+        Value::Number(n) if n.is_u64() => Some(n.to_string()),
+        Value::String(s)
+            if (1..=64).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(s.clone())
+        }
+        _ => None,
+    };
+    Some(Receipt {
+        execution_id: id("execution_id")?,
+        workflow_id: id("workflow_id"),
+    })
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (IMF-fixdate), in whole
@@ -356,6 +388,54 @@ mod tests {
             retry_after: retry_after.map(str::to_string),
             body: body.to_string(),
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_keeps_the_receivers_receipt() {
+        let e = event(1, "http://t", 4);
+        let n8n = r#"{"ok":true,"event_id":"x","execution_id":"4711","workflow_id":"aBc-12_z"}"#;
+        let s = settle(&e, &answered(200, None, n8n), 0);
+        assert!(s.ok);
+        assert_eq!(
+            s.receipt,
+            Some(Receipt {
+                execution_id: "4711".into(),
+                workflow_id: Some("aBc-12_z".into())
+            })
+        );
+        assert_eq!(
+            receipt(r#"{"execution_id":12}"#),
+            Some(Receipt {
+                execution_id: "12".into(),
+                workflow_id: None
+            })
+        );
+        let too_long = format!(r#"{{"execution_id":"{}"}}"#, "a".repeat(65));
+        for no in [
+            "",
+            "ok",
+            "[]",
+            r#"{"ok":true}"#,
+            r#"{"execution_id":""}"#,
+            r#"{"execution_id":"../x"}"#,
+            r#"{"execution_id":-1}"#,
+            r#"{"execution_id":null}"#,
+            too_long.as_str(),
+        ] {
+            assert_eq!(receipt(no), None, "{no}");
+        }
+        assert_eq!(
+            receipt(r#"{"execution_id":"7","workflow_id":"<script>"}"#).map(|r| r.workflow_id),
+            Some(None),
+            "an unusable workflow id is left out"
+        );
+        let failed = settle(&e, &answered(500, None, n8n), 0);
+        assert_eq!(
+            failed.receipt, None,
+            "only an acknowledgement has a receipt"
+        );
+        let json = serde_json::to_value(settle(&e, &answered(204, None, ""), 0)).unwrap();
+        assert!(json.get("receipt").is_none(), "no receipt, no field");
     }
 
     #[test]
