@@ -1144,6 +1144,22 @@ $$;
 ALTER FUNCTION integration.ack_outbox(p_id uuid, p_lease_token uuid) OWNER TO postgres;
 
 --
+-- Name: batch_rows(jsonb, text); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.batch_rows(p_events jsonb, p_correlation_id text) RETURNS TABLE(ord bigint, idempotency_key text, event_type text, aggregate_type text, aggregate_id text, payload jsonb, occurred_at timestamp with time zone, correlation_id text)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select e.ord, e.value ->> 'idempotency_key', e.value ->> 'event_type', e.value ->> 'aggregate_type',
+         e.value ->> 'aggregate_id', e.value -> 'payload', (e.value ->> 'occurred_at')::timestamptz,
+         coalesce(e.value ->> 'correlation_id', p_correlation_id)
+  from jsonb_array_elements(p_events) with ordinality as e(value, ord)
+$$;
+
+ALTER FUNCTION integration.batch_rows(p_events jsonb, p_correlation_id text) OWNER TO postgres;
+
+--
 -- Name: claim_outbox(text, integer, integer); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
@@ -1434,6 +1450,82 @@ ALTER FUNCTION integration.ingest_event(p_source text, p_idempotency_key text, p
 --
 
 COMMENT ON FUNCTION integration.ingest_event(p_source text, p_idempotency_key text, p_event_type text, p_aggregate_type text, p_aggregate_id text, p_payload jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text, p_occurred_at timestamp with time zone, p_replay_digest text, p_replay_expires_at_ms bigint) IS 'Records one signed event in outbox + event_log atomically; idempotent per (source, idempotency_key).';
+
+--
+-- Name: ingest_events(text, jsonb, text, text, text); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.ingest_events(p_source text, p_events jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_inserted jsonb;
+  v_results jsonb;
+begin
+  if jsonb_typeof(p_events) is distinct from 'array' or jsonb_array_length(p_events) not between 1 and 500 then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'p_events must be an array of 1 to 500 events';
+  end if;
+
+  -- One statement writes the new events, outbox and event_log, in batch
+  -- order; a key met twice in the batch is written once. Malformed fields are
+  -- the caller's mistake (the function checks them first): the table's
+  -- constraints refuse what slips through, and the whole batch with it.
+  with firsts as (
+    select distinct on (b.idempotency_key) b.*
+    from integration.batch_rows(p_events, p_correlation_id) b
+    order by b.idempotency_key, b.ord
+  ), inserted as (
+    insert into integration.outbox as o
+      (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at, correlation_id)
+    select p_source, f.idempotency_key, f.event_type, f.aggregate_type, f.aggregate_id, f.payload, f.occurred_at,
+           f.correlation_id
+    from firsts f
+    order by f.ord
+    on conflict (source, idempotency_key) do nothing
+    returning o.id, o.idempotency_key
+  ), logged as (
+    insert into integration.event_log
+      (event_id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at,
+       correlation_id, scheme, signing_key_id)
+    select i.id, p_source, f.idempotency_key, f.event_type, f.aggregate_type, f.aggregate_id, f.payload,
+           f.occurred_at, f.correlation_id, p_scheme, p_signing_key_id
+    from inserted i
+    join firsts f on f.idempotency_key = i.idempotency_key
+    order by f.ord
+    returning event_id, idempotency_key
+  )
+  select coalesce(jsonb_object_agg(l.idempotency_key, l.event_id), '{}') into v_inserted from logged l;
+
+  -- A second statement: it also sees the rows of concurrent batches that
+  -- committed while this one waited on their keys.
+  select jsonb_agg(case
+      when x.ord = x.first_ord and v_inserted ? x.idempotency_key
+        then jsonb_build_object('status', 'accepted', 'event_id', v_inserted ->> x.idempotency_key)
+      when o.event_type = x.event_type and o.aggregate_type = x.aggregate_type and o.aggregate_id = x.aggregate_id
+           and o.payload = x.payload and o.occurred_at is not distinct from x.occurred_at
+        then jsonb_build_object('status', 'duplicate', 'event_id', o.id)
+      else jsonb_build_object('status', 'conflict', 'event_id', o.id)
+    end order by x.ord)
+  into v_results
+  from (
+    select b.*, min(b.ord) over (partition by b.idempotency_key) as first_ord
+    from integration.batch_rows(p_events, p_correlation_id) b
+  ) x
+  left join integration.outbox o on o.source = p_source and o.idempotency_key = x.idempotency_key;
+
+  return v_results;
+end;
+$$;
+
+ALTER FUNCTION integration.ingest_events(p_source text, p_events jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text) OWNER TO postgres;
+
+--
+-- Name: FUNCTION ingest_events(p_source text, p_events jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text); Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON FUNCTION integration.ingest_events(p_source text, p_events jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text) IS 'Records a signed batch of events: each accepted, duplicate or conflict; the accepted in one transaction.';
 
 --
 -- Name: lease_batch(text, integer, integer); Type: FUNCTION; Schema: integration; Owner: postgres
@@ -7150,6 +7242,12 @@ REVOKE ALL ON FUNCTION integration.ack_outbox(p_id uuid, p_lease_token uuid) FRO
 GRANT ALL ON FUNCTION integration.ack_outbox(p_id uuid, p_lease_token uuid) TO service_role;
 
 --
+-- Name: FUNCTION batch_rows(p_events jsonb, p_correlation_id text); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.batch_rows(p_events jsonb, p_correlation_id text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION claim_outbox(p_worker text, p_batch_size integer, p_lease_seconds integer); Type: ACL; Schema: integration; Owner: postgres
 --
 
@@ -7222,6 +7320,13 @@ REVOKE ALL ON FUNCTION integration.holds_lease(p_id uuid, p_lease_token uuid) FR
 
 REVOKE ALL ON FUNCTION integration.ingest_event(p_source text, p_idempotency_key text, p_event_type text, p_aggregate_type text, p_aggregate_id text, p_payload jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text, p_occurred_at timestamp with time zone, p_replay_digest text, p_replay_expires_at_ms bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION integration.ingest_event(p_source text, p_idempotency_key text, p_event_type text, p_aggregate_type text, p_aggregate_id text, p_payload jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text, p_occurred_at timestamp with time zone, p_replay_digest text, p_replay_expires_at_ms bigint) TO service_role;
+
+--
+-- Name: FUNCTION ingest_events(p_source text, p_events jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.ingest_events(p_source text, p_events jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION integration.ingest_events(p_source text, p_events jsonb, p_correlation_id text, p_scheme text, p_signing_key_id text) TO service_role;
 
 --
 -- Name: FUNCTION lease_batch(p_worker text, p_batch_size integer, p_lease_seconds integer); Type: ACL; Schema: integration; Owner: postgres

@@ -1,9 +1,11 @@
 // Closed-loop HTTP load for `scripts/bench ingest`: N concurrent clients post
 // for D seconds (after a warm-up), each waiting for its answer before the next
-// request. Prints one JSON line: count, errors, seconds, rps, p50_ms, p99_ms.
+// request. Prints one JSON line: count (events), errors, seconds, rps
+// (events/s), requests_per_s, p50_ms, p99_ms (per request).
 //
-//   node ingest-client.mjs rpc|function CONCURRENCY SECONDS WARMUP_SECONDS
-// Reads SUPABASE_URL, SERVICE_ROLE_KEY and ODOO_WEBHOOK_SECRET from the environment.
+//   node ingest-client.mjs rpc|function|batch CONCURRENCY SECONDS WARMUP_SECONDS
+// Reads SUPABASE_URL, SERVICE_ROLE_KEY, ODOO_WEBHOOK_SECRET and, for batch,
+// BATCH (events a request, 500) from the environment.
 import { randomBytes, createHash } from "node:crypto";
 import { signedOdooRequest } from "./odoo.mjs";
 
@@ -56,7 +58,18 @@ function functionRequest() {
   return signedOdooRequest(base, process.env.ODOO_WEBHOOK_SECRET, key, event);
 }
 
-const build = mode === "rpc" ? rpcRequest : functionRequest;
+// (d) A signed batch of BATCH distinct events, as an Odoo cron would send.
+const BATCH = Number(process.env.BATCH ?? 500);
+function batchRequest() {
+  const events = Array.from({ length: BATCH }, () => {
+    const key = nextKey();
+    return { idempotency_key: key, event_type: "expense.submitted", aggregate_type: "hr.expense", aggregate_id: String(sequence), payload };
+  });
+  return signedOdooRequest(base, process.env.ODOO_WEBHOOK_SECRET, nextKey(), { events }, "odoo-webhook/batch");
+}
+
+const build = { rpc: rpcRequest, function: functionRequest, batch: batchRequest }[mode];
+const perRequest = mode === "batch" ? BATCH : 1;
 const latencies = [];
 let errors = 0;
 let measuring = false;
@@ -92,10 +105,11 @@ latencies.sort((a, b) => a - b);
 const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] : NaN);
 console.log(
   JSON.stringify({
-    count: latencies.length,
+    count: latencies.length * perRequest,
     errors,
     seconds: +elapsed.toFixed(2),
-    rps: +(latencies.length / elapsed).toFixed(1),
+    rps: +((latencies.length * perRequest) / elapsed).toFixed(1),
+    requests_per_s: +(latencies.length / elapsed).toFixed(1),
     p50_ms: +pct(50).toFixed(2),
     p99_ms: +pct(99).toFixed(2),
   }),

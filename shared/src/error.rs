@@ -197,11 +197,16 @@ impl ApiError {
     }
 
     pub fn envelope(&self, correlation_id: &str) -> Value {
+        json!({ "ok": false, "error": self.error_object(), "correlation_id": correlation_id })
+    }
+
+    /// The envelope's `error`: also what a batch answers for one refused item.
+    pub fn error_object(&self) -> Value {
         let mut error = json!({ "code": self.code.as_str(), "message": self.message });
         if let Some(details) = &self.details {
             error["details"] = details.clone();
         }
-        json!({ "ok": false, "error": error, "correlation_id": correlation_id })
+        error
     }
 }
 

@@ -64,6 +64,52 @@ pub mod integration {
         type Output = Ingested;
     }
 
+    /// `integration.ingest_events`: records a signed batch in one round trip.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct IngestEvents {
+        pub p_source: String,
+        pub p_events: Vec<BatchRow>,
+        pub p_correlation_id: String,
+        pub p_scheme: String,
+        pub p_signing_key_id: String,
+    }
+
+    /// One event of `ingest_events`' batch.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct BatchRow {
+        pub idempotency_key: String,
+        pub event_type: String,
+        pub aggregate_type: String,
+        pub aggregate_id: String,
+        pub payload: RawJson,
+        pub occurred_at: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub correlation_id: Option<String>,
+    }
+
+    /// What became of one event of a batch.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct BatchOutcome {
+        pub status: BatchStatus,
+        /// The recorded event's id (for a conflict, the earlier event's, not
+        /// shown to the caller).
+        pub event_id: String,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum BatchStatus {
+        Accepted,
+        Duplicate,
+        Conflict,
+    }
+
+    impl Rpc for IngestEvents {
+        const SCHEMA: &'static str = "integration";
+        const NAME: &'static str = "ingest_events";
+        type Output = Vec<BatchOutcome>;
+    }
+
     /// `integration.router_claim`: leases a batch, keeping the router active.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
     pub struct RouterClaim {

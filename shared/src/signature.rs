@@ -321,10 +321,15 @@ fn parse_unix(value: &str, name: &str) -> Result<i64, ApiError> {
 }
 
 fn check_idempotency_key(key: &str, name: &str) -> Result<(), ApiError> {
-    if key.len() > MAX_KEY_LEN || !key.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+    if !is_idempotency_key(key) {
         return Err(invalid_header(name, "1 to 255 visible ASCII characters"));
     }
     Ok(())
+}
+
+/// An idempotency key: 1 to 255 visible ASCII characters.
+pub fn is_idempotency_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
 fn check_window(signed_ms: i64, now_ms: i64, tolerance_ms: i64) -> Result<(), ApiError> {

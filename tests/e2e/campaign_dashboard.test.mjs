@@ -202,18 +202,25 @@ after(async () => {
     const workspaces = [workspaceId, pagerWorkspaceId].filter(Boolean);
     const users = [editorId, viewerId, pagerId];
     const workflowIds = Object.values(workflows).map((w) => w.id);
-    try {
-      await db.query("begin");
-      // Campaigns and memberships go with their workspace; the audit log is
-      // append-only and keeps this run's rows (it has no foreign keys).
-      await db.query("delete from campaigns.workspaces where id = any($1)", [workspaces]);
-      await db.query("delete from campaigns.toggle_requests where user_id = any($1)", [users]);
-      await db.query("delete from campaigns.toggle_attempts where user_id = any($1)", [users]);
-      await db.query("delete from campaigns.workflow_events where workflow_id = any($1)", [workflowIds]);
-      await db.query("commit");
-    } catch (error) {
-      await db.query("rollback").catch(() => {});
-      failures.push(`database cleanup: ${error.message}`);
+    // n8n reports the workflows removed above through its hooks meanwhile,
+    // locking the same campaigns: a deadlock is retried, as a client would.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await db.query("begin");
+        // Campaigns and memberships go with their workspace; the audit log is
+        // append-only and keeps this run's rows (it has no foreign keys).
+        await db.query("delete from campaigns.workspaces where id = any($1)", [workspaces]);
+        await db.query("delete from campaigns.toggle_requests where user_id = any($1)", [users]);
+        await db.query("delete from campaigns.toggle_attempts where user_id = any($1)", [users]);
+        await db.query("delete from campaigns.workflow_events where workflow_id = any($1)", [workflowIds]);
+        await db.query("commit");
+        break;
+      } catch (error) {
+        await db.query("rollback").catch(() => {});
+        if (error.code === "40P01" && attempt < 3) continue;
+        failures.push(`database cleanup: ${error.message}`);
+        break;
+      }
     }
     await db.end();
   }

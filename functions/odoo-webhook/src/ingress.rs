@@ -8,9 +8,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use switchyard_shared::error::{ApiError, ErrorCode, Problem};
-use switchyard_shared::rpc::integration::{IngestEvent, Ingested};
+use switchyard_shared::rpc::integration::{
+    BatchOutcome, BatchRow, BatchStatus, IngestEvent, IngestEvents, Ingested,
+};
 use switchyard_shared::rpc::RawJson;
-use switchyard_shared::signature::Verified;
+use switchyard_shared::signature::{is_idempotency_key, Verified};
 use switchyard_shared::time::parse_timestamptz;
 
 /// Every event this function records comes from Odoo.
@@ -42,8 +44,21 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
         )]));
     };
     let mut problems = Vec::new();
-    let event_type = name_field(&fields, "event_type", &mut problems);
-    let aggregate_type = name_field(&fields, "aggregate_type", &mut problems);
+    let event = check_event(&fields, &mut problems);
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    Ok(Event {
+        payload: raw_payload(body)?,
+        ..event
+    })
+}
+
+/// An event's fields, each checked; what is wrong goes to `problems`, by
+/// field. The payload is checked but not kept (see `raw_payload`).
+fn check_event(fields: &Map<String, Value>, problems: &mut Vec<Problem>) -> Event {
+    let event_type = name_field(fields, "event_type", problems);
+    let aggregate_type = name_field(fields, "aggregate_type", problems);
     let aggregate_id = match fields.get("aggregate_id") {
         None | Some(Value::Null) => {
             problems.push(Problem::new("aggregate_id", "is required"));
@@ -67,7 +82,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
     };
     match fields.get("payload") {
         Some(payload @ Value::Object(_)) => {
-            find_nul(&mut String::from("payload"), payload, &mut problems)
+            find_nul(&mut String::from("payload"), payload, problems)
         }
         None | Some(Value::Null) => problems.push(Problem::new("payload", "is required")),
         Some(_) => problems.push(Problem::new("payload", "must be a JSON object")),
@@ -89,17 +104,138 @@ pub fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
             None
         }
     };
-    if !problems.is_empty() {
-        return Err(invalid(problems));
-    }
-    let payload = raw_payload(body)?;
-    Ok(Event {
+    Event {
         event_type,
         aggregate_type,
         aggregate_id,
-        payload,
+        payload: RawJson::default(),
         occurred_at,
-    })
+    }
+}
+
+/// The most events one batch may carry.
+pub const MAX_BATCH_EVENTS: usize = 500;
+const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// One event of a batch: its own idempotency key and, optionally, its own
+/// correlation id (else the request's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchEvent {
+    pub idempotency_key: String,
+    pub correlation_id: Option<String>,
+    pub event: Event,
+}
+
+/// A batch body, `{"events": [...]}` with 1 to 500 events: each event
+/// parsed on its own, so one invalid event does not refuse the others. Only
+/// a body that is not such an object is refused whole.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<BatchEvent, Vec<Problem>>>, ApiError> {
+    #[derive(Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        events: Option<Vec<&'a RawValue>>,
+    }
+    #[derive(Deserialize)]
+    struct Payload<'a> {
+        #[serde(borrow)]
+        payload: &'a RawValue,
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not valid JSON"))?;
+    let events = match &value {
+        Value::Object(fields) => match fields.get("events") {
+            Some(Value::Array(events)) if (1..=MAX_BATCH_EVENTS).contains(&events.len()) => events,
+            _ => return Err(invalid_batch("must be an array of 1 to 500 events")),
+        },
+        _ => {
+            return Err(invalid(vec![Problem::new(
+                "(body)",
+                "must be a JSON object",
+            )]))
+        }
+    };
+    // The events' own bytes, for payloads stored exactly as sent.
+    let raw = serde_json::from_slice::<Batch>(body)
+        .ok()
+        .and_then(|b| b.events)
+        .ok_or_else(|| invalid_batch("must appear once"))?;
+    Ok(events
+        .iter()
+        .zip(raw)
+        .map(|(value, raw)| {
+            let Value::Object(fields) = value else {
+                return Err(vec![Problem::new("(event)", "must be a JSON object")]);
+            };
+            let mut problems = Vec::new();
+            let idempotency_key = match fields.get("idempotency_key") {
+                Some(Value::String(key)) if is_idempotency_key(key) => key.clone(),
+                None | Some(Value::Null) => {
+                    problems.push(Problem::new("idempotency_key", "is required"));
+                    String::new()
+                }
+                Some(_) => {
+                    problems.push(Problem::new(
+                        "idempotency_key",
+                        "must be 1 to 255 visible ASCII characters",
+                    ));
+                    String::new()
+                }
+            };
+            let correlation_id = match fields.get("correlation_id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id))
+                    if (1..=MAX_CORRELATION_ID_LEN).contains(&id.len())
+                        && !id.chars().any(char::is_control) =>
+                {
+                    Some(id.clone())
+                }
+                Some(_) => {
+                    problems.push(Problem::new(
+                        "correlation_id",
+                        "must be 1 to 128 characters without control characters",
+                    ));
+                    None
+                }
+            };
+            let event = check_event(fields, &mut problems);
+            if !problems.is_empty() {
+                return Err(problems);
+            }
+            let payload = serde_json::from_str::<Payload>(raw.get())
+                .map_err(|_| vec![Problem::new("payload", "must appear once")])?;
+            Ok(BatchEvent {
+                idempotency_key,
+                correlation_id,
+                event: Event {
+                    payload: RawJson(payload.payload.to_owned()),
+                    ..event
+                },
+            })
+        })
+        .collect())
+}
+
+/// A batch in which no event is valid: refused whole, each event's problems
+/// named by its position (`events[3].payload`).
+pub fn all_invalid(events: &[Result<BatchEvent, Vec<Problem>>]) -> ApiError {
+    let problems = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.as_ref().err().map(|p| (i, p)))
+        .flat_map(|(i, problems)| {
+            problems
+                .iter()
+                .map(move |p| Problem::new(format!("events[{i}].{}", p.field), p.problem.clone()))
+        })
+        .collect();
+    ApiError::invalid("no event of the batch is valid", problems)
+}
+
+fn invalid_batch(problem: &str) -> ApiError {
+    ApiError::invalid(
+        "the batch is invalid",
+        vec![Problem::new("events", problem)],
+    )
 }
 
 /// The payload exactly as sent. Validation above read it as a `Value`; what
@@ -190,6 +326,79 @@ pub fn ingest_args(event: &Event, verified: &Verified, correlation_id: &str) -> 
     }
 }
 
+/// Arguments of `integration.ingest_events`: the batch's valid events, in
+/// order.
+pub fn ingest_batch_args(
+    events: &[Result<BatchEvent, Vec<Problem>>],
+    verified: &Verified,
+    correlation_id: &str,
+) -> IngestEvents {
+    IngestEvents {
+        p_source: SOURCE.into(),
+        p_events: events
+            .iter()
+            .flatten()
+            .map(|e| BatchRow {
+                idempotency_key: e.idempotency_key.clone(),
+                event_type: e.event.event_type.clone(),
+                aggregate_type: e.event.aggregate_type.clone(),
+                aggregate_id: e.event.aggregate_id.clone(),
+                payload: e.event.payload.clone(),
+                occurred_at: e.event.occurred_at.clone(),
+                correlation_id: e.correlation_id.clone(),
+            })
+            .collect(),
+        p_correlation_id: correlation_id.into(),
+        p_scheme: verified.scheme.as_str().into(),
+        p_signing_key_id: verified.key_id.clone(),
+    }
+}
+
+/// The batch's answer: counts, and one result per event in the order sent.
+/// `outcomes` are the database's, one per valid event, in order.
+pub fn batch_body(events: &[Result<BatchEvent, Vec<Problem>>], outcomes: &[BatchOutcome]) -> Value {
+    let mut outcomes = outcomes.iter();
+    let mut counts = [0usize; 4];
+    let results: Vec<Value> = events
+        .iter()
+        .map(|event| match event {
+            Err(problems) => {
+                counts[3] += 1;
+                json!({ "status": "invalid", "error": invalid(problems.clone()).error_object() })
+            }
+            Ok(event) => {
+                let outcome = outcomes.next();
+                let key = &event.idempotency_key;
+                match outcome.map(|o| (o.status, &o.event_id)) {
+                    Some((BatchStatus::Accepted, id)) => {
+                        counts[0] += 1;
+                        json!({ "idempotency_key": key, "status": "accepted", "event_id": id })
+                    }
+                    Some((BatchStatus::Duplicate, id)) => {
+                        counts[1] += 1;
+                        json!({ "idempotency_key": key, "status": "duplicate", "event_id": id })
+                    }
+                    _ => {
+                        counts[2] += 1;
+                        let conflict = ApiError::new(
+                            ErrorCode::IdempotencyConflict,
+                            "this idempotency key was already used for a different event",
+                        );
+                        json!({ "idempotency_key": key, "status": "conflict", "error": conflict.error_object() })
+                    }
+                }
+            }
+        })
+        .collect();
+    json!({
+        "accepted": counts[0],
+        "duplicates": counts[1],
+        "conflicts": counts[2],
+        "invalid": counts[3],
+        "results": results,
+    })
+}
+
 pub fn success_body(ingested: &Ingested) -> Value {
     json!({ "event_id": ingested.event_id, "duplicate": ingested.duplicate })
 }
@@ -212,6 +421,142 @@ mod tests {
             })
             .unwrap_or_default();
         (err.code, fields)
+    }
+
+    fn batch(events: &str) -> Vec<Result<BatchEvent, Vec<Problem>>> {
+        parse_batch(format!(r#"{{"events":[{events}]}}"#).as_bytes()).unwrap()
+    }
+
+    const GOOD: &str = r#"{"idempotency_key":"task:1:overdue","event_type":"finance_task.overdue","aggregate_type":"project.task","aggregate_id":1,"payload":{"amount":1.10}}"#;
+
+    #[test]
+    fn a_batch_parses_each_event_on_its_own() {
+        let events = batch(&format!(
+            r#"{GOOD},{{"idempotency_key":"k2","event_type":"","aggregate_type":"t","aggregate_id":"2","payload":[]}},
+               {{"event_type":"x","aggregate_type":"t","aggregate_id":"3","payload":{{}},"correlation_id":"cid-3"}},
+               7"#
+        ));
+        assert_eq!(events.len(), 4);
+        let first = events[0].as_ref().unwrap();
+        assert_eq!(first.idempotency_key, "task:1:overdue");
+        assert_eq!(first.event.aggregate_id, "1");
+        assert_eq!(
+            first.event.payload.0.get(),
+            r#"{"amount":1.10}"#,
+            "the payload's own bytes"
+        );
+        assert_eq!(first.correlation_id, None);
+        let fields = |i: usize| -> Vec<String> {
+            events[i]
+                .as_ref()
+                .unwrap_err()
+                .iter()
+                .map(|p| p.field.clone())
+                .collect()
+        };
+        assert_eq!(fields(1), ["event_type", "payload"]);
+        assert_eq!(
+            fields(2),
+            ["idempotency_key"],
+            "every event names its own key"
+        );
+        assert_eq!(fields(3), ["(event)"]);
+    }
+
+    #[test]
+    fn a_batch_body_that_is_not_one_is_refused_whole() {
+        for (body, code) in [
+            ("{", ErrorCode::InvalidJson),
+            ("[]", ErrorCode::ValidationFailed),
+            (r#"{"events":[]}"#, ErrorCode::ValidationFailed),
+            (r#"{"events":{}}"#, ErrorCode::ValidationFailed),
+            (r#"{"event":[{}]}"#, ErrorCode::ValidationFailed),
+        ] {
+            assert_eq!(
+                parse_batch(body.as_bytes()).unwrap_err().code,
+                code,
+                "{body}"
+            );
+        }
+        let many = vec![GOOD; MAX_BATCH_EVENTS + 1].join(",");
+        let err = parse_batch(format!(r#"{{"events":[{many}]}}"#).as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ValidationFailed);
+        let full = vec![GOOD; MAX_BATCH_EVENTS].join(",");
+        assert_eq!(batch(&full).len(), MAX_BATCH_EVENTS);
+    }
+
+    #[test]
+    fn bad_keys_and_correlation_ids_are_the_events_problems() {
+        for key in [
+            r#""""#,
+            r#""has space""#,
+            "12",
+            &format!(r#""{}""#, "k".repeat(256)),
+        ] {
+            let events = batch(&GOOD.replace(r#""task:1:overdue""#, key));
+            assert_eq!(
+                events[0].as_ref().unwrap_err()[0].field,
+                "idempotency_key",
+                "{key}"
+            );
+        }
+        let with_cid = GOOD.replace(
+            "{\"idempotency_key\"",
+            "{\"correlation_id\":\"\\u0001\",\"idempotency_key\"",
+        );
+        assert_eq!(
+            batch(&with_cid)[0].as_ref().unwrap_err()[0].field,
+            "correlation_id"
+        );
+    }
+
+    #[test]
+    fn a_batch_answers_every_event_in_order() {
+        let events = batch(&format!(r#"{GOOD},{GOOD},{{"payload":{{}}}},{GOOD}"#));
+        let outcome = |status, id: &str| BatchOutcome {
+            status,
+            event_id: id.into(),
+        };
+        let body = batch_body(
+            &events,
+            &[
+                outcome(BatchStatus::Accepted, "e1"),
+                outcome(BatchStatus::Duplicate, "e1"),
+                outcome(BatchStatus::Conflict, "e0"),
+            ],
+        );
+        assert_eq!(
+            [
+                &body["accepted"],
+                &body["duplicates"],
+                &body["conflicts"],
+                &body["invalid"]
+            ],
+            [1, 1, 1, 1]
+        );
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(results[0]["status"], "accepted");
+        assert_eq!(results[0]["event_id"], "e1");
+        assert_eq!(results[1]["status"], "duplicate");
+        assert_eq!(results[2]["status"], "invalid");
+        assert_eq!(results[2]["error"]["code"], "validation_failed");
+        assert_eq!(results[3]["status"], "conflict");
+        assert_eq!(results[3]["error"]["code"], "idempotency_conflict");
+        assert!(
+            results[3].get("event_id").is_none(),
+            "a conflict does not reveal the other event"
+        );
+        let all_bad = all_invalid(&batch(r#"{"payload":{}},3"#));
+        let fields: Vec<_> = all_bad
+            .details
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["field"].as_str().unwrap().to_string())
+            .collect();
+        assert!(fields.contains(&"events[0].idempotency_key".to_string()));
+        assert!(fields.contains(&"events[1].(event)".to_string()));
     }
 
     #[test]

@@ -9,9 +9,10 @@ pub mod ingress;
 
 use serde_json::json;
 use switchyard_shared::auth::Auth;
-use switchyard_shared::error::ApiError;
+use switchyard_shared::error::{ApiError, ErrorCode};
 use switchyard_shared::function::{serve, Call, Function, Reply, Spec};
-use switchyard_shared::{signature, time};
+use switchyard_shared::signature::{self, Verified};
+use switchyard_shared::time;
 use worker::{event, Context, Env, Request, Response};
 
 use crate::config::Settings;
@@ -27,9 +28,15 @@ impl Function for OdooWebhook {
     };
     type Settings = Settings;
 
-    /// The signature is checked before the body is parsed, so an
+    /// `POST /odoo-webhook` takes one event, `POST /odoo-webhook/batch` up to
+    /// 500. The signature is checked before the body is parsed, so an
     /// unauthenticated caller learns nothing beyond `invalid_signature`.
     async fn handle(call: Call<'_, Settings>) -> Result<Reply, ApiError> {
+        let batch = match call.subpath().as_str() {
+            "" => false,
+            "/batch" => true,
+            _ => return Err(ApiError::new(ErrorCode::NotFound, "no such endpoint")),
+        };
         let settings = &call.config.settings;
         let verified = signature::verify(
             &|name| call.header(name),
@@ -39,6 +46,9 @@ impl Function for OdooWebhook {
             time::now_ms(),
             settings.tolerance_ms,
         )?;
+        if batch {
+            return ingest_batch(&call, &verified).await;
+        }
         let event = ingress::parse_event(&call.body)?;
         let args = ingress::ingest_args(&event, &verified, call.correlation_id);
         let ingested = call.service().call(&args, call.correlation_id).await?;
@@ -51,6 +61,29 @@ impl Function for OdooWebhook {
             })),
         )
     }
+}
+
+/// Records a batch's valid events in one call. A batch with no valid event
+/// is refused whole (422), writing nothing; otherwise every event has its
+/// result in the answer.
+async fn ingest_batch(call: &Call<'_, Settings>, verified: &Verified) -> Result<Reply, ApiError> {
+    let events = ingress::parse_batch(&call.body)?;
+    if events.iter().all(Result::is_err) {
+        return Err(ingress::all_invalid(&events));
+    }
+    let args = ingress::ingest_batch_args(&events, verified, call.correlation_id);
+    let outcomes = call.service().call(&args, call.correlation_id).await?;
+    let body = ingress::batch_body(&events, &outcomes);
+    let log = json!({
+        "batch": events.len(),
+        "accepted": body["accepted"],
+        "duplicates": body["duplicates"],
+        "conflicts": body["conflicts"],
+        "invalid": body["invalid"],
+        "scheme": verified.scheme.as_str(),
+        "key_id": verified.key_id,
+    });
+    Ok(Reply::ok(200, "batch_accepted", body).log(log))
 }
 
 #[event(fetch)]
