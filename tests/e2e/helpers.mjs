@@ -74,7 +74,8 @@ export function event(overrides = {}) {
 
 /**
  * Posts a body signed with the seed scheme. Options override any part:
- * secret, timestamp, key (idempotency), headers (merged last), rawBody.
+ * secret, timestamp, key (idempotency), headers (merged last), rawBody;
+ * timeoutMs bounds the wait for an answer.
  */
 export async function postSigned(body, options = {}) {
   const raw = options.rawBody ?? JSON.stringify(body);
@@ -93,6 +94,7 @@ export async function postSigned(body, options = {}) {
     method,
     headers,
     body: ["GET", "HEAD"].includes(method) ? undefined : raw,
+    signal: options.timeoutMs ? AbortSignal.timeout(options.timeoutMs) : undefined,
   });
   const text = await response.text();
   let json = null;
