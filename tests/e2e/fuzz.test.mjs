@@ -582,7 +582,8 @@ const WEBHOOK_CLASSES = {
       ["json_utf16_charset", { contentType: "application/json; charset=utf-16" }, ["new"]],
       ["garbage_content_type", { contentType: wireUtf8("ä/ö; ;;=") }, ["new"]],
       ["query_string", { query: "?debug=1&wait=true" }, ["new"]],
-      ["path_suffix", { query: "/extra/path" }, null],
+      // The function serves "" and "/batch" only.
+      ["path_suffix", { query: "/extra/path" }, ["not_found"]],
     ];
     const [variant, opts, expect] = rng.pick(variants);
     return kase(variant, ipai({ body: opts.body === null ? null : body, n, ...opts }), expect, { replayable: expect?.[0] === "new" });
@@ -989,6 +990,7 @@ const STATUS_OF_CODE = {
   method_not_allowed: 405, payload_too_large: 413, missing_header: 400, invalid_header: 400, invalid_json: 400,
   timestamp_out_of_window: 401, invalid_signature: 401, unauthorized: 401, forbidden: 403, validation_failed: 422,
   idempotency_conflict: 409, replayed_request: 409, stale_lease: 409, upstream_unavailable: 503, server_misconfigured: 500, internal_error: 500,
+  not_found: 404,
 };
 // Answers of the local gateway (scripts/local/gateway.js), which has no correlation id.
 const GATEWAY_CODES = new Set(["missing_authorization", "invalid_jwt", "function_not_found"]);
