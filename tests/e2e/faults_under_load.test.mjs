@@ -19,7 +19,7 @@ import { execFile } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
-import { ROOT, event, postSigned, sql, startReceiver, waitFor } from "./helpers.mjs";
+import { ROOT, signedLoad, sql, startReceiver, waitFor } from "./helpers.mjs";
 
 const RATE = Number(process.env.FAULT_RATE ?? 25);
 const BEFORE_MS = 4000; // load before the fault
@@ -58,30 +58,9 @@ after(async () => {
   writeFileSync(path.join(ROOT, ".local/faults.json"), JSON.stringify(rows, null, 2));
 });
 
-/** Open-loop load: RATE signed events a second until stopped; every answer recorded. */
-function startLoad(type) {
-  const answers = [];
-  const pending = new Set();
-  const timer = setInterval(() => {
-    const sentAt = Date.now();
-    const request = postSigned(event({ event_type: type }), { timeoutMs: REQUEST_TIMEOUT_MS })
-      .then((res) => answers.push({ sentAt, at: Date.now(), status: res.status, id: res.json?.event_id, code: res.json?.error?.code }))
-      .catch((error) => answers.push({ sentAt, at: Date.now(), status: 0, code: error.cause?.code ?? error.name }))
-      .finally(() => pending.delete(request));
-    pending.add(request);
-  }, 1000 / RATE);
-  return {
-    async stop() {
-      clearInterval(timer);
-      await Promise.all(pending);
-      return answers;
-    },
-  };
-}
-
 async function scenario(t, name, inject) {
   const type = pattern.replace("*", `${name.replace(/\W+/g, "_")}`);
-  const load = startLoad(type);
+  const load = signedLoad(RATE, type, REQUEST_TIMEOUT_MS);
   await sleep(BEFORE_MS);
   const faultAt = Date.now();
   await inject();

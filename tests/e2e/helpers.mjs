@@ -237,3 +237,29 @@ export async function assertPageFunction(pageUrl) {
   assert.equal(config.anon_key, env.ANON_KEY);
   assert.ok(!JSON.stringify(config).includes(env.SERVICE_ROLE_KEY), "never the service role key");
 }
+
+/**
+ * Open-loop load for the fault and soak runs: `rate` signed events of `type`
+ * a second to odoo-webhook until stopped, each answer recorded as
+ * {sentAt, at, status (0: no answer), id, code}.
+ */
+export function signedLoad(rate, type, timeoutMs = 10_000) {
+  const answers = [];
+  const pending = new Set();
+  const timer = setInterval(() => {
+    const sentAt = Date.now();
+    const request = postSigned(event({ event_type: type }), { timeoutMs })
+      .then((res) => answers.push({ sentAt, at: Date.now(), status: res.status, id: res.json?.event_id, code: res.json?.error?.code }))
+      .catch((error) => answers.push({ sentAt, at: Date.now(), status: 0, code: error.cause?.code ?? error.name }))
+      .finally(() => pending.delete(request));
+    pending.add(request);
+  }, 1000 / rate);
+  return {
+    answers,
+    async stop() {
+      clearInterval(timer);
+      await Promise.all(pending);
+      return answers;
+    },
+  };
+}
