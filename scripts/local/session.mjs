@@ -108,15 +108,14 @@ export function sessionFragment(session, type = "magiclink") {
   }).toString();
 }
 
-/** The dashboard's URL at `base` with the session in the fragment. */
-export function dashboardUrl(session, base = DEFAULT_BASE) {
-  return `${base.replace(/\/+$/, "")}${DASHBOARD_PATH}#${sessionFragment(session)}`;
-}
+/** A page's URL at `base` with the session in the fragment. */
+const signInUrl = (pagePath) => (session, base = DEFAULT_BASE) =>
+  `${base.replace(/\/+$/, "")}${pagePath}#${sessionFragment(session)}`;
 
-/** The ops console's URL at `base` with the session in the fragment. */
-export function consoleUrl(session, base = DEFAULT_BASE) {
-  return `${base.replace(/\/+$/, "")}${CONSOLE_PATH}#${sessionFragment(session)}`;
-}
+/** The dashboard's sign-in URL. */
+export const dashboardUrl = signInUrl(DASHBOARD_PATH);
+/** The ops console's sign-in URL. */
+export const consoleUrl = signInUrl(CONSOLE_PATH);
 
 function usage(message) {
   if (message) console.error(`session.mjs: ${message}`);

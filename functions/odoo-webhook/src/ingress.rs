@@ -358,43 +358,39 @@ pub fn ingest_batch_args(
 /// `outcomes` are the database's, one per valid event, in order.
 pub fn batch_body(events: &[Result<BatchEvent, Vec<Problem>>], outcomes: &[BatchOutcome]) -> Value {
     let mut outcomes = outcomes.iter();
-    let mut counts = [0usize; 4];
     let results: Vec<Value> = events
         .iter()
-        .map(|event| match event {
-            Err(problems) => {
-                counts[3] += 1;
-                json!({ "status": "invalid", "error": invalid(problems.clone()).error_object() })
-            }
-            Ok(event) => {
-                let outcome = outcomes.next();
-                let key = &event.idempotency_key;
-                match outcome.map(|o| (o.status, &o.event_id)) {
-                    Some((BatchStatus::Accepted, id)) => {
-                        counts[0] += 1;
-                        json!({ "idempotency_key": key, "status": "accepted", "event_id": id })
-                    }
-                    Some((BatchStatus::Duplicate, id)) => {
-                        counts[1] += 1;
-                        json!({ "idempotency_key": key, "status": "duplicate", "event_id": id })
-                    }
-                    _ => {
-                        counts[2] += 1;
-                        let conflict = ApiError::new(
-                            ErrorCode::IdempotencyConflict,
-                            "this idempotency key was already used for a different event",
-                        );
-                        json!({ "idempotency_key": key, "status": "conflict", "error": conflict.error_object() })
-                    }
+        .map(|event| {
+            let event = match event {
+                Err(problems) => {
+                    return json!({ "status": "invalid", "error": invalid(problems.clone()).error_object() })
+                }
+                Ok(event) => event,
+            };
+            let key = &event.idempotency_key;
+            match outcomes.next().map(|o| (o.status, &o.event_id)) {
+                Some((BatchStatus::Accepted, id)) => {
+                    json!({ "idempotency_key": key, "status": "accepted", "event_id": id })
+                }
+                Some((BatchStatus::Duplicate, id)) => {
+                    json!({ "idempotency_key": key, "status": "duplicate", "event_id": id })
+                }
+                _ => {
+                    let conflict = ApiError::new(
+                        ErrorCode::IdempotencyConflict,
+                        "this idempotency key was already used for a different event",
+                    );
+                    json!({ "idempotency_key": key, "status": "conflict", "error": conflict.error_object() })
                 }
             }
         })
         .collect();
+    let count = |status: &str| results.iter().filter(|r| r["status"] == status).count();
     json!({
-        "accepted": counts[0],
-        "duplicates": counts[1],
-        "conflicts": counts[2],
-        "invalid": counts[3],
+        "accepted": count("accepted"),
+        "duplicates": count("duplicate"),
+        "conflicts": count("conflict"),
+        "invalid": count("invalid"),
         "results": results,
     })
 }

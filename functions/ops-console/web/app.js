@@ -430,13 +430,15 @@ function deadFilter() {
   return filter;
 }
 
+/** A filter in words: the form's RPC arguments (p_*) or a redrive_log row's filter. */
 function describeFilter(filter) {
+  const f = Object.fromEntries(Object.entries(filter).map(([key, value]) => [key.replace(/^p_/, ""), value]));
   const parts = [];
-  if (filter.p_event_pattern ?? filter.event_pattern) parts.push(`event type ${filter.p_event_pattern ?? filter.event_pattern}`);
-  if (filter.p_created_from ?? filter.created_from) parts.push(`created from ${new Date(filter.p_created_from ?? filter.created_from).toLocaleString()}`);
-  if (filter.p_created_to ?? filter.created_to) parts.push(`created before ${new Date(filter.p_created_to ?? filter.created_to).toLocaleString()}`);
-  if (filter.p_error_contains ?? filter.error_contains) parts.push(`error contains “${filter.p_error_contains ?? filter.error_contains}”`);
-  if (filter.ids) parts.push(`${filter.ids.length} chosen ids`);
+  if (f.event_pattern) parts.push(`event type ${f.event_pattern}`);
+  if (f.created_from) parts.push(`created from ${new Date(f.created_from).toLocaleString()}`);
+  if (f.created_to) parts.push(`created before ${new Date(f.created_to).toLocaleString()}`);
+  if (f.error_contains) parts.push(`error contains “${f.error_contains}”`);
+  if (f.ids) parts.push(`${f.ids.length} chosen ids`);
   return parts.length ? parts.join(", ") : "no filter";
 }
 

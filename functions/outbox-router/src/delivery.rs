@@ -152,15 +152,7 @@ pub enum Outcome {
 /// short excerpt of the answer for operators.
 pub fn settle(event: &ClaimedEvent, outcome: &Outcome, now_ms: i64) -> Settlement {
     let (ok, error, retry_after_seconds) = match outcome {
-        Outcome::Answered { status, body, .. } if (200..300).contains(status) => {
-            return Settlement {
-                id: event.id,
-                lease_token: event.lease_token,
-                ok: true,
-                receipt: receipt(body),
-                ..Settlement::default()
-            }
-        }
+        Outcome::Answered { status, .. } if (200..300).contains(status) => (true, None, None),
         Outcome::Answered {
             status,
             retry_after,
@@ -194,7 +186,10 @@ pub fn settle(event: &ClaimedEvent, outcome: &Outcome, now_ms: i64) -> Settlemen
         ok,
         error,
         retry_after_seconds,
-        receipt: None,
+        receipt: match outcome {
+            Outcome::Answered { body, .. } if ok => receipt(body),
+            _ => None,
+        },
     }
 }
 
