@@ -1168,24 +1168,21 @@ CREATE FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer DEF
     SET search_path TO ''
     AS $$
 declare
-  v_event record;
+  v_routed jsonb[];
+  v_unrouted uuid[];
   v_returned integer := 0;
-  v_unrouted integer;
 begin
+  -- An event no route matches fails at once; the claim leases again so that a
+  -- batch of them does not read as an empty queue.
   for round in 1..10 loop
-    v_unrouted := 0;
-    for v_event in
-      select * from integration.lease_batch(p_worker, p_batch_size - v_returned, p_lease_seconds)
-    loop
-      if v_event.target_url is null then
-        perform integration.record_failure(v_event.id, 'no_route', null, p_final => true);
-        v_unrouted := v_unrouted + 1;
-      else
-        v_returned := v_returned + 1;
-        return next to_jsonb(v_event);
-      end if;
-    end loop;
-    exit when v_unrouted = 0 or v_returned >= p_batch_size;
+    select coalesce(array_agg(to_jsonb(l) order by l.created_at) filter (where l.target_url is not null), '{}'),
+           coalesce(array_agg(l.id) filter (where l.target_url is null), '{}')
+    into v_routed, v_unrouted
+    from integration.lease_batch(p_worker, p_batch_size - v_returned, p_lease_seconds) l;
+    perform integration.record_failure(u.id, 'no_route', null, p_final => true) from unnest(v_unrouted) u(id);
+    return query select unnest(v_routed);
+    v_returned := v_returned + cardinality(v_routed);
+    exit when cardinality(v_unrouted) = 0 or v_returned >= p_batch_size;
   end loop;
 end;
 $$;
@@ -1546,7 +1543,9 @@ begin
     raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'p_lease_seconds must be 5 to 3600';
   end if;
 
-  perform integration.reclaim_expired_leases();
+  if exists (select from integration.outbox o where o.status = 'processing' and o.lease_expires_at < now()) then
+    perform integration.reclaim_expired_leases();
+  end if;
 
   -- ANY(ARRAY(...)) rather than a CTE join: inside a function the join form
   -- gets a generic plan that scans the whole table.
@@ -1567,12 +1566,17 @@ begin
       limit p_batch_size
       for update skip locked))
     returning o.*
+  ), routed as materialized (
+    -- A batch holds a few event types: one route lookup each, not one per event.
+    select t.event_type, r.target_url, r.signing_secret, r.timeout_ms, r.max_concurrency, r.format
+    from (select distinct c.event_type from claimed c) t
+    left join lateral integration.route_for(t.event_type) r on true
   )
   select c.id, c.lock_token, c.source, c.event_type, c.aggregate_type, c.aggregate_id, c.payload,
          c.occurred_at, c.correlation_id, c.attempts, c.created_at,
          r.target_url, r.signing_secret, r.timeout_ms, r.max_concurrency, r.format
   from claimed c
-  left join lateral integration.route_for(c.event_type) r on true
+  join routed r on r.event_type = c.event_type
   order by c.created_at;
 end;
 $$;
@@ -1998,14 +2002,19 @@ ALTER TABLE integration.routes OWNER TO postgres;
 --
 
 CREATE FUNCTION integration.route_for(p_event_type text) RETURNS integration.routes
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select r.*
+declare
+  v_route integration.routes;
+begin
+  select r.* into v_route
   from integration.routes r
   where r.enabled and integration.pattern_matches(r.event_pattern, p_event_type)
   order by (r.event_pattern = p_event_type) desc, length(r.event_pattern) desc
-  limit 1
+  limit 1;
+  return v_route;
+end;
 $$;
 
 ALTER FUNCTION integration.route_for(p_event_type text) OWNER TO postgres;
@@ -2056,49 +2065,68 @@ ALTER FUNCTION integration.router_lock_key() OWNER TO postgres;
 CREATE FUNCTION integration.settle_outbox(p_results jsonb) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
-    AS $$
+    AS $_$
 declare
-  v_result jsonb;
-  v_id uuid;
-  v_token uuid;
-  v_retry_after integer;
-  v_acked integer := 0;
-  v_failed integer := 0;
-  v_stale jsonb := '[]';
+  v_uuid constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+  v_acked uuid[];
+  v_failed uuid[] := '{}';
+  v_failure record;
 begin
   if jsonb_typeof(p_results) is distinct from 'array' or jsonb_array_length(p_results) > 1000 then
     raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'p_results must be an array of at most 1000 results';
   end if;
-  for v_result in select value from jsonb_array_elements(p_results) loop
-    begin
-      v_id := (v_result->>'id')::uuid;
-      v_token := (v_result->>'lease_token')::uuid;
-      v_retry_after := (v_result->>'retry_after_seconds')::integer;
-    exception when invalid_text_representation or numeric_value_out_of_range then
-      raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'each result needs a uuid id and lease_token; retry_after_seconds is an integer';
-    end;
-    if v_id is null or v_token is null or jsonb_typeof(v_result->'ok') is distinct from 'boolean'
-       or v_retry_after < 0 then
-      raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'each result needs id, lease_token and a boolean ok; retry_after_seconds must not be negative';
-    end if;
-    if v_result ? 'receipt' and (jsonb_typeof(v_result->'receipt') is distinct from 'object'
-                                 or length((v_result->'receipt')::text) > 500) then
-      raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'a receipt is an object of at most 500 characters';
-    end if;
-    if not integration.holds_lease(v_id, v_token) then
-      v_stale := v_stale || to_jsonb(v_id);
-    elsif (v_result->>'ok')::boolean then
-      perform integration.complete_leased(v_id, v_result->'receipt');
-      v_acked := v_acked + 1;
-    else
-      perform integration.record_failure(
-        v_id, coalesce(nullif(left(v_result->>'error', 1000), ''), 'unspecified error'), v_retry_after);
-      v_failed := v_failed + 1;
+  -- One pass checks every result before anything is written.
+  if exists (
+    select from jsonb_array_elements(p_results) e(v)
+    where jsonb_typeof(v) is distinct from 'object'
+       or coalesce(v ->> 'id' !~ v_uuid, true)
+       or coalesce(v ->> 'lease_token' !~ v_uuid, true)
+       or jsonb_typeof(v -> 'ok') is distinct from 'boolean'
+       or coalesce(jsonb_typeof(v -> 'retry_after_seconds'), 'null') <> 'null'
+          and coalesce(v ->> 'retry_after_seconds' !~ '^[0-9]{1,9}$', true)) then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'each result needs a uuid id and lease_token and a boolean ok; retry_after_seconds is a non-negative integer';
+  end if;
+  if exists (
+    select from jsonb_array_elements(p_results) e(v)
+    where v ? 'receipt' and (jsonb_typeof(v -> 'receipt') is distinct from 'object' or length((v -> 'receipt')::text) > 500)) then
+    raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'a receipt is an object of at most 500 characters';
+  end if;
+
+  -- Every success in one statement. A row whose lease was reclaimed or settled
+  -- meanwhile no longer matches (the UPDATE rechecks it after any lock wait).
+  with acked as (
+    update integration.outbox o set
+      status = 'completed', completed_at = now(), receipt = r.v -> 'receipt',
+      locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
+    from jsonb_array_elements(p_results) r(v)
+    where (r.v ->> 'ok')::boolean
+      and o.id = (r.v ->> 'id')::uuid and o.lock_token = (r.v ->> 'lease_token')::uuid and o.status = 'processing'
+    returning o.id)
+  select coalesce(array_agg(a.id), '{}') into v_acked from acked a;
+
+  for v_failure in
+    select (r.v ->> 'id')::uuid as id, (r.v ->> 'lease_token')::uuid as lease_token,
+           coalesce(nullif(left(r.v ->> 'error', 1000), ''), 'unspecified error') as error,
+           (r.v ->> 'retry_after_seconds')::integer as retry_after
+    from jsonb_array_elements(p_results) with ordinality r(v, ord)
+    where not (r.v ->> 'ok')::boolean
+    order by r.ord
+  loop
+    if integration.holds_lease(v_failure.id, v_failure.lease_token) then
+      perform integration.record_failure(v_failure.id, v_failure.error, v_failure.retry_after);
+      v_failed := v_failed || v_failure.id;
     end if;
   end loop;
-  return jsonb_build_object('acked', v_acked, 'failed', v_failed, 'stale', v_stale);
+
+  return jsonb_build_object(
+    'acked', cardinality(v_acked),
+    'failed', cardinality(v_failed),
+    'stale', (select coalesce(jsonb_agg(r.v -> 'id' order by r.ord), '[]')
+              from jsonb_array_elements(p_results) with ordinality r(v, ord)
+              where (r.v ->> 'id')::uuid <> all (v_acked || v_failed)));
 end;
-$$;
+$_$;
 
 ALTER FUNCTION integration.settle_outbox(p_results jsonb) OWNER TO postgres;
 
