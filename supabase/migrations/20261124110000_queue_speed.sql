@@ -170,3 +170,24 @@ begin
               where (r.v ->> 'id')::uuid <> all (v_acked || v_failed)));
 end;
 $$;
+
+-- Counts per status, each through one of the outbox's partial indexes, as
+-- ops.console_overview counts them: the GROUP BY read the whole table.
+create or replace function integration.outbox_stats()
+returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  perform ops.require_operator();
+  return jsonb_build_object(
+    'by_status', jsonb_strip_nulls(jsonb_build_object(
+      'pending', nullif((select count(*) from integration.outbox o where o.status = 'pending'), 0),
+      'processing', nullif((select count(*) from integration.outbox o where o.status = 'processing'), 0),
+      'completed', nullif((select count(*) from integration.outbox o where o.status = 'completed'), 0),
+      'failed', nullif((select count(*) from integration.outbox o where o.status = 'failed'), 0))),
+    'oldest_pending_age_seconds', (select extract(epoch from now() - min(o.created_at))::integer
+        from integration.outbox o where o.status = 'pending'),
+    'leased', (select count(*) from integration.outbox o where o.status = 'processing'),
+    'expired_leases', (select count(*) from integration.outbox o
+        where o.status = 'processing' and o.lease_expires_at < now()));
+end;
+$$;
