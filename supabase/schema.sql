@@ -1687,8 +1687,11 @@ CREATE FUNCTION integration.outbox_stats() RETURNS jsonb
 begin
   perform ops.require_operator();
   return jsonb_build_object(
-    'by_status', coalesce((select jsonb_object_agg(s.status, s.n) from (
-        select o.status, count(*) as n from integration.outbox o group by o.status) s), '{}'),
+    'by_status', jsonb_strip_nulls(jsonb_build_object(
+      'pending', nullif((select count(*) from integration.outbox o where o.status = 'pending'), 0),
+      'processing', nullif((select count(*) from integration.outbox o where o.status = 'processing'), 0),
+      'completed', nullif((select count(*) from integration.outbox o where o.status = 'completed'), 0),
+      'failed', nullif((select count(*) from integration.outbox o where o.status = 'failed'), 0))),
     'oldest_pending_age_seconds', (select extract(epoch from now() - min(o.created_at))::integer
         from integration.outbox o where o.status = 'pending'),
     'leased', (select count(*) from integration.outbox o where o.status = 'processing'),
