@@ -1144,6 +1144,110 @@ $$;
 ALTER FUNCTION integration.ack_outbox(p_id uuid, p_lease_token uuid) OWNER TO postgres;
 
 --
+-- Name: archive_completed(integer, integer); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.archive_completed(p_batch_size integer DEFAULT 10000, p_max_batches integer DEFAULT 20) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cutoff timestamptz;
+  v_oldest timestamptz;
+  v_day date;
+  v_moved integer;
+  v_total bigint := 0;
+  v_batches integer := 0;
+begin
+  if p_batch_size is null or p_batch_size not between 1 and 100000
+     or p_max_batches is null or p_max_batches not between 1 and 1000 then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'p_batch_size must be 1 to 100000 and p_max_batches 1 to 1000';
+  end if;
+
+  -- An alert stays hot for its whole group window: raise_alert counts a
+  -- repeat into the outbox row with the same key.
+  select now() - make_interval(secs => greatest(r.hot_seconds, a.group_window_seconds))
+  into v_cutoff
+  from integration.retention_policy r cross join integration.alert_policy a;
+
+  select min(o.completed_at) into v_oldest
+  from integration.outbox o where o.status = 'completed';
+  if v_oldest is null or v_oldest >= v_cutoff then
+    return jsonb_build_object('archived', 0, 'cutoff', v_cutoff);
+  end if;
+
+  for v_day in
+    select d::date from generate_series((v_oldest at time zone 'UTC')::date,
+                                        (v_cutoff at time zone 'UTC')::date, interval '1 day') d
+  loop
+    perform integration.archive_partition(v_day);
+  end loop;
+
+  loop
+    with moved as (
+      delete from integration.outbox o
+      where o.id in (
+          select c.id from integration.outbox c
+          where c.status = 'completed' and c.completed_at < v_cutoff
+          order by c.completed_at
+          limit p_batch_size
+          for update skip locked)
+        and o.status = 'completed'
+      returning o.*
+    )
+    insert into integration.outbox_archive
+      (id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at,
+       correlation_id, attempts, last_error, error_history, receipt, created_at, completed_at)
+    select m.id, m.source, m.idempotency_key, m.event_type, m.aggregate_type, m.aggregate_id, m.payload,
+           m.occurred_at, m.correlation_id, m.attempts, m.last_error, m.error_history, m.receipt,
+           m.created_at, m.completed_at
+    from moved m;
+    get diagnostics v_moved = row_count;
+    v_total := v_total + v_moved;
+    v_batches := v_batches + 1;
+    exit when v_moved < p_batch_size or v_batches >= p_max_batches;
+  end loop;
+
+  return jsonb_build_object('archived', v_total, 'cutoff', v_cutoff);
+end;
+$$;
+
+ALTER FUNCTION integration.archive_completed(p_batch_size integer, p_max_batches integer) OWNER TO postgres;
+
+--
+-- Name: FUNCTION archive_completed(p_batch_size integer, p_max_batches integer); Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON FUNCTION integration.archive_completed(p_batch_size integer, p_max_batches integer) IS 'Moves completed outbox events older than the hot window (retention_policy.hot_seconds, at least the alert group window) into outbox_archive.';
+
+--
+-- Name: archive_partition(date); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.archive_partition(p_day date) RETURNS regclass
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_name text := 'outbox_archive_p' || to_char(p_day, 'YYYYMMDD');
+  v_partition regclass := to_regclass('integration.' || v_name);
+begin
+  if v_partition is not null then
+    return v_partition;
+  end if;
+  execute format(
+    'create table integration.%I partition of integration.outbox_archive for values from (%L) to (%L)',
+    v_name, p_day::timestamp at time zone 'UTC', (p_day + 1)::timestamp at time zone 'UTC');
+  execute format('alter table integration.%I enable row level security', v_name);
+  execute format('revoke all on integration.%I from public, anon, authenticated, service_role', v_name);
+  return ('integration.' || v_name)::regclass;
+end;
+$$;
+
+ALTER FUNCTION integration.archive_partition(p_day date) OWNER TO postgres;
+
+--
 -- Name: batch_rows(jsonb, text); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
@@ -1294,6 +1398,47 @@ CREATE FUNCTION integration.dead_letter_matches(o integration.outbox, p_ids uuid
 ALTER FUNCTION integration.dead_letter_matches(o integration.outbox, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text) OWNER TO postgres;
 
 --
+-- Name: drop_expired_archive(); Type: FUNCTION; Schema: integration; Owner: postgres
+--
+
+CREATE FUNCTION integration.drop_expired_archive() RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_keep_from date;
+  v_partition record;
+  v_dropped text[] := '{}';
+begin
+  select (now() at time zone 'UTC')::date - r.archive_days into v_keep_from
+  from integration.retention_policy r;
+
+  for v_partition in
+    select c.relname
+    from pg_catalog.pg_inherits i
+    join pg_catalog.pg_class c on c.oid = i.inhrelid
+    where i.inhparent = 'integration.outbox_archive'::regclass
+      and c.relname ~ '^outbox_archive_p[0-9]{8}$'
+      and to_date(substr(c.relname, 17), 'YYYYMMDD') < v_keep_from
+    order by c.relname
+  loop
+    execute format('drop table integration.%I', v_partition.relname);
+    v_dropped := v_dropped || v_partition.relname::text;
+  end loop;
+
+  return jsonb_build_object('dropped', to_jsonb(v_dropped), 'kept_from', v_keep_from);
+end;
+$_$;
+
+ALTER FUNCTION integration.drop_expired_archive() OWNER TO postgres;
+
+--
+-- Name: FUNCTION drop_expired_archive(); Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON FUNCTION integration.drop_expired_archive() IS 'Drops outbox_archive partitions older than retention_policy.archive_days; event_log is never purged.';
+
+--
 -- Name: event_types_last_hour(); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
@@ -1383,28 +1528,28 @@ CREATE FUNCTION integration.ingest_event(p_source text, p_idempotency_key text, 
     SET search_path TO ''
     AS $$
 declare
-  v_id uuid;
-  v_existing integration.outbox%rowtype;
+  v_id uuid := gen_random_uuid();
+  v_logged integration.event_log%rowtype;
 begin
-  insert into integration.outbox as o
-    (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at, correlation_id)
+  insert into integration.event_log
+    (event_id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at,
+     correlation_id, scheme, signing_key_id)
   values
-    (p_source, p_idempotency_key, p_event_type, p_aggregate_type, p_aggregate_id, p_payload, p_occurred_at,
-     p_correlation_id)
-  on conflict (source, idempotency_key) do nothing
-  returning o.id into v_id;
+    (v_id, p_source, p_idempotency_key, p_event_type, p_aggregate_type, p_aggregate_id, p_payload, p_occurred_at,
+     p_correlation_id, p_scheme, p_signing_key_id)
+  on conflict (source, idempotency_key) do nothing;
 
-  if v_id is null then
-    select * into v_existing
-    from integration.outbox o
-    where o.source = p_source and o.idempotency_key = p_idempotency_key;
+  if not found then
+    select * into v_logged
+    from integration.event_log l
+    where l.source = p_source and l.idempotency_key = p_idempotency_key;
 
-    if v_existing.event_type = p_event_type
-       and v_existing.aggregate_type = p_aggregate_type
-       and v_existing.aggregate_id = p_aggregate_id
-       and v_existing.payload = p_payload
-       and v_existing.occurred_at is not distinct from p_occurred_at then
-      return jsonb_build_object('event_id', v_existing.id, 'duplicate', true);
+    if v_logged.event_type = p_event_type
+       and v_logged.aggregate_type = p_aggregate_type
+       and v_logged.aggregate_id = p_aggregate_id
+       and v_logged.payload = p_payload
+       and v_logged.occurred_at is not distinct from p_occurred_at then
+      return jsonb_build_object('event_id', v_logged.event_id, 'duplicate', true);
     end if;
     raise exception using
       errcode = 'PT409',
@@ -1421,7 +1566,7 @@ begin
     values (p_replay_digest, to_timestamp(p_replay_expires_at_ms / 1000.0))
     on conflict (digest) do nothing;
     if not found then
-      -- Raising rolls back the outbox row inserted above.
+      -- Raising rolls back the event_log row inserted above.
       raise exception using
         errcode = 'PT409',
         message = 'replayed_request',
@@ -1429,12 +1574,11 @@ begin
     end if;
   end if;
 
-  insert into integration.event_log
-    (event_id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at,
-     correlation_id, scheme, signing_key_id)
+  insert into integration.outbox
+    (id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at, correlation_id)
   values
     (v_id, p_source, p_idempotency_key, p_event_type, p_aggregate_type, p_aggregate_id, p_payload, p_occurred_at,
-     p_correlation_id, p_scheme, p_signing_key_id);
+     p_correlation_id);
 
   return jsonb_build_object('event_id', v_id, 'duplicate', false);
 end;
@@ -1465,52 +1609,51 @@ begin
       detail = 'p_events must be an array of 1 to 500 events';
   end if;
 
-  -- One statement writes the new events, outbox and event_log, in batch
+  -- One statement writes the new events, event_log and outbox, in batch
   -- order; a key met twice in the batch is written once. Malformed fields are
   -- the caller's mistake (the function checks them first): the table's
   -- constraints refuse what slips through, and the whole batch with it.
   with firsts as (
-    select distinct on (b.idempotency_key) b.*
+    select distinct on (b.idempotency_key) b.*, gen_random_uuid() as event_id
     from integration.batch_rows(p_events, p_correlation_id) b
     order by b.idempotency_key, b.ord
-  ), inserted as (
-    insert into integration.outbox as o
-      (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at, correlation_id)
-    select p_source, f.idempotency_key, f.event_type, f.aggregate_type, f.aggregate_id, f.payload, f.occurred_at,
-           f.correlation_id
+  ), logged as (
+    insert into integration.event_log as l
+      (event_id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at,
+       correlation_id, scheme, signing_key_id)
+    select f.event_id, p_source, f.idempotency_key, f.event_type, f.aggregate_type, f.aggregate_id, f.payload,
+           f.occurred_at, f.correlation_id, p_scheme, p_signing_key_id
     from firsts f
     order by f.ord
     on conflict (source, idempotency_key) do nothing
-    returning o.id, o.idempotency_key
-  ), logged as (
-    insert into integration.event_log
-      (event_id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at,
-       correlation_id, scheme, signing_key_id)
-    select i.id, p_source, f.idempotency_key, f.event_type, f.aggregate_type, f.aggregate_id, f.payload,
-           f.occurred_at, f.correlation_id, p_scheme, p_signing_key_id
-    from inserted i
-    join firsts f on f.idempotency_key = i.idempotency_key
+    returning l.event_id, l.idempotency_key
+  ), queued as (
+    insert into integration.outbox
+      (id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at, correlation_id)
+    select f.event_id, p_source, f.idempotency_key, f.event_type, f.aggregate_type, f.aggregate_id, f.payload,
+           f.occurred_at, f.correlation_id
+    from logged l
+    join firsts f on f.event_id = l.event_id
     order by f.ord
-    returning event_id, idempotency_key
   )
   select coalesce(jsonb_object_agg(l.idempotency_key, l.event_id), '{}') into v_inserted from logged l;
 
-  -- A second statement: it also sees the rows of concurrent batches that
+  -- A second statement: it also sees the events of concurrent batches that
   -- committed while this one waited on their keys.
   select jsonb_agg(case
       when x.ord = x.first_ord and v_inserted ? x.idempotency_key
         then jsonb_build_object('status', 'accepted', 'event_id', v_inserted ->> x.idempotency_key)
-      when o.event_type = x.event_type and o.aggregate_type = x.aggregate_type and o.aggregate_id = x.aggregate_id
-           and o.payload = x.payload and o.occurred_at is not distinct from x.occurred_at
-        then jsonb_build_object('status', 'duplicate', 'event_id', o.id)
-      else jsonb_build_object('status', 'conflict', 'event_id', o.id)
+      when l.event_type = x.event_type and l.aggregate_type = x.aggregate_type and l.aggregate_id = x.aggregate_id
+           and l.payload = x.payload and l.occurred_at is not distinct from x.occurred_at
+        then jsonb_build_object('status', 'duplicate', 'event_id', l.event_id)
+      else jsonb_build_object('status', 'conflict', 'event_id', l.event_id)
     end order by x.ord)
   into v_results
   from (
     select b.*, min(b.ord) over (partition by b.idempotency_key) as first_ord
     from integration.batch_rows(p_events, p_correlation_id) b
   ) x
-  left join integration.outbox o on o.source = p_source and o.idempotency_key = x.idempotency_key;
+  left join integration.event_log l on l.source = p_source and l.idempotency_key = x.idempotency_key;
 
   return v_results;
 end;
@@ -1687,6 +1830,7 @@ CREATE FUNCTION integration.outbox_stats() RETURNS jsonb
 begin
   perform ops.require_operator();
   return jsonb_build_object(
+    -- 'completed' counts delivered events not yet archived.
     'by_status', jsonb_strip_nulls(jsonb_build_object(
       'pending', nullif((select count(*) from integration.outbox o where o.status = 'pending'), 0),
       'processing', nullif((select count(*) from integration.outbox o where o.status = 'processing'), 0),
@@ -1696,7 +1840,12 @@ begin
         from integration.outbox o where o.status = 'pending'),
     'leased', (select count(*) from integration.outbox o where o.status = 'processing'),
     'expired_leases', (select count(*) from integration.outbox o
-        where o.status = 'processing' and o.lease_expires_at < now()));
+        where o.status = 'processing' and o.lease_expires_at < now()),
+    -- The planner's estimate: counting a month of deliveries would cost seconds.
+    'archive', (select jsonb_build_object('partitions', count(*),
+                  'rows_estimate', coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint)
+        from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+        where i.inhparent = 'integration.outbox_archive'::regclass));
 end;
 $$;
 
@@ -3740,6 +3889,7 @@ begin
     'generated_at', now(),
     'bus', jsonb_build_object(
       -- One count per status: each matches one of the outbox's partial indexes.
+      -- 'completed' counts the delivered events not yet archived (retention_policy).
       'by_status', jsonb_build_object(
         'pending', (select count(*) from integration.outbox o where o.status = 'pending'),
         'processing', (select count(*) from integration.outbox o where o.status = 'processing'),
@@ -3757,7 +3907,7 @@ begin
         left join (select date_trunc('minute', l.created_at, 'UTC') as minute, count(*) as n
                    from integration.event_log l where l.created_at >= v_from group by 1) r on r.minute = m.minute
         left join (select date_trunc('minute', o.completed_at, 'UTC') as minute, count(*) as n
-                   from integration.outbox o where o.status = 'completed' and o.completed_at >= v_from
+                   from integration.outbox_and_archive o where o.status = 'completed' and o.completed_at >= v_from
                    group by 1) d on d.minute = m.minute
         left join (select date_trunc('minute', o.dead_at, 'UTC') as minute, count(*) as n
                    from integration.outbox o where o.status = 'failed' and o.dead_at >= v_from
@@ -5309,7 +5459,7 @@ ALTER TABLE integration.event_log OWNER TO postgres;
 -- Name: TABLE event_log; Type: COMMENT; Schema: integration; Owner: postgres
 --
 
-COMMENT ON TABLE integration.event_log IS 'Append-only audit trail of accepted events; UPDATE, DELETE and TRUNCATE are refused for every role.';
+COMMENT ON TABLE integration.event_log IS 'Append-only audit trail of accepted events and the idempotency authority: one row per (source, idempotency_key), kept after the outbox row is archived; UPDATE, DELETE and TRUNCATE are refused for every role.';
 
 --
 -- Name: event_log_id_seq; Type: SEQUENCE; Schema: integration; Owner: postgres
@@ -5323,6 +5473,91 @@ ALTER TABLE integration.event_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTI
     NO MAXVALUE
     CACHE 1
 );
+
+--
+-- Name: outbox_archive; Type: TABLE; Schema: integration; Owner: postgres
+--
+
+CREATE TABLE integration.outbox_archive (
+    id uuid NOT NULL,
+    source text NOT NULL,
+    idempotency_key text NOT NULL,
+    event_type text NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id text NOT NULL,
+    payload jsonb NOT NULL,
+    occurred_at timestamp with time zone,
+    correlation_id text NOT NULL,
+    attempts integer NOT NULL,
+    last_error text,
+    error_history jsonb NOT NULL,
+    receipt jsonb,
+    created_at timestamp with time zone NOT NULL,
+    completed_at timestamp with time zone NOT NULL,
+    archived_at timestamp with time zone DEFAULT now() NOT NULL
+)
+PARTITION BY RANGE (completed_at);
+
+ALTER TABLE integration.outbox_archive OWNER TO postgres;
+
+--
+-- Name: TABLE outbox_archive; Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON TABLE integration.outbox_archive IS 'Delivered outbox events past the hot window, one partition per UTC day (outbox_archive_pYYYYMMDD); written only by archive_completed, dropped by drop_expired_archive.';
+
+--
+-- Name: outbox_and_archive; Type: VIEW; Schema: integration; Owner: postgres
+--
+
+CREATE VIEW integration.outbox_and_archive WITH (security_invoker='true') AS
+ SELECT o.id,
+    o.source,
+    o.idempotency_key,
+    o.event_type,
+    o.aggregate_type,
+    o.aggregate_id,
+    o.payload,
+    o.occurred_at,
+    o.correlation_id,
+    o.status,
+    o.attempts,
+    o.last_error,
+    o.error_history,
+    o.receipt,
+    o.created_at,
+    o.completed_at,
+    o.dead_at,
+    NULL::timestamp with time zone AS archived_at
+   FROM integration.outbox o
+UNION ALL
+ SELECT a.id,
+    a.source,
+    a.idempotency_key,
+    a.event_type,
+    a.aggregate_type,
+    a.aggregate_id,
+    a.payload,
+    a.occurred_at,
+    a.correlation_id,
+    'completed'::text AS status,
+    a.attempts,
+    a.last_error,
+    a.error_history,
+    a.receipt,
+    a.created_at,
+    a.completed_at,
+    NULL::timestamp with time zone AS dead_at,
+    a.archived_at
+   FROM integration.outbox_archive a;
+
+ALTER TABLE integration.outbox_and_archive OWNER TO postgres;
+
+--
+-- Name: VIEW outbox_and_archive; Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON VIEW integration.outbox_and_archive IS 'The hot outbox and its archive as one relation (archived rows are completed).';
 
 --
 -- Name: redrive_log; Type: TABLE; Schema: integration; Owner: postgres
@@ -5364,6 +5599,28 @@ CREATE TABLE integration.replay_guard (
 );
 
 ALTER TABLE integration.replay_guard OWNER TO postgres;
+
+--
+-- Name: retention_policy; Type: TABLE; Schema: integration; Owner: postgres
+--
+
+CREATE TABLE integration.retention_policy (
+    singleton boolean DEFAULT true NOT NULL,
+    hot_seconds integer DEFAULT 900 NOT NULL,
+    archive_days integer DEFAULT 30 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT retention_policy_archive_days_check CHECK (((archive_days >= 1) AND (archive_days <= 3650))),
+    CONSTRAINT retention_policy_hot_seconds_check CHECK (((hot_seconds >= 60) AND (hot_seconds <= 86400))),
+    CONSTRAINT retention_policy_singleton_check CHECK (singleton)
+);
+
+ALTER TABLE integration.retention_policy OWNER TO postgres;
+
+--
+-- Name: TABLE retention_policy; Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON TABLE integration.retention_policy IS 'How long delivered events stay in the hot outbox (hot_seconds) and in its archive (archive_days).';
 
 --
 -- Name: router_signal; Type: TABLE; Schema: integration; Owner: postgres
@@ -5738,7 +5995,7 @@ UNION ALL
     o.status,
     o.correlation_id,
     o.created_at AS at
-   FROM integration.outbox o;
+   FROM integration.outbox_and_archive o;
 
 ALTER TABLE ops.events OWNER TO postgres;
 
@@ -5843,7 +6100,7 @@ UNION ALL
     o.correlation_id,
     2 AS source_rank,
     (0)::bigint AS seq
-   FROM integration.outbox o
+   FROM integration.outbox_and_archive o
 UNION ALL
  SELECT j.created_at AS at,
     'observability.jobs'::text AS source,
@@ -5886,7 +6143,7 @@ UNION ALL
     o.correlation_id,
     6 AS source_rank,
     a.ordinality AS seq
-   FROM (integration.outbox o
+   FROM (integration.outbox_and_archive o
      CROSS JOIN LATERAL jsonb_array_elements(o.error_history) WITH ORDINALITY a(value, ordinality))
 UNION ALL
  SELECT o.completed_at AS at,
@@ -5897,7 +6154,7 @@ UNION ALL
     o.correlation_id,
     7 AS source_rank,
     (0)::bigint AS seq
-   FROM integration.outbox o
+   FROM integration.outbox_and_archive o
   WHERE (o.completed_at IS NOT NULL)
 UNION ALL
  SELECT o.dead_at AS at,
@@ -6043,6 +6300,13 @@ ALTER TABLE ONLY integration.event_log
     ADD CONSTRAINT event_log_pkey PRIMARY KEY (id);
 
 --
+-- Name: event_log event_log_source_idempotency_key_key; Type: CONSTRAINT; Schema: integration; Owner: postgres
+--
+
+ALTER TABLE ONLY integration.event_log
+    ADD CONSTRAINT event_log_source_idempotency_key_key UNIQUE (source, idempotency_key);
+
+--
 -- Name: outbox outbox_pkey; Type: CONSTRAINT; Schema: integration; Owner: postgres
 --
 
@@ -6069,6 +6333,13 @@ ALTER TABLE ONLY integration.redrive_log
 
 ALTER TABLE ONLY integration.replay_guard
     ADD CONSTRAINT replay_guard_pkey PRIMARY KEY (digest);
+
+--
+-- Name: retention_policy retention_policy_pkey; Type: CONSTRAINT; Schema: integration; Owner: postgres
+--
+
+ALTER TABLE ONLY integration.retention_policy
+    ADD CONSTRAINT retention_policy_pkey PRIMARY KEY (singleton);
 
 --
 -- Name: router_signal router_signal_pkey; Type: CONSTRAINT; Schema: integration; Owner: postgres
@@ -6309,6 +6580,24 @@ CREATE INDEX event_log_created_at_idx ON integration.event_log USING btree (crea
 --
 
 CREATE INDEX event_log_event_id_idx ON integration.event_log USING btree (event_id);
+
+--
+-- Name: outbox_archive_completed_at_idx; Type: INDEX; Schema: integration; Owner: postgres
+--
+
+CREATE INDEX outbox_archive_completed_at_idx ON ONLY integration.outbox_archive USING btree (completed_at);
+
+--
+-- Name: outbox_archive_correlation_id_idx; Type: INDEX; Schema: integration; Owner: postgres
+--
+
+CREATE INDEX outbox_archive_correlation_id_idx ON ONLY integration.outbox_archive USING btree (correlation_id);
+
+--
+-- Name: outbox_archive_id_idx; Type: INDEX; Schema: integration; Owner: postgres
+--
+
+CREATE INDEX outbox_archive_id_idx ON ONLY integration.outbox_archive USING btree (id);
 
 --
 -- Name: outbox_claimable_idx; Type: INDEX; Schema: integration; Owner: postgres
@@ -6799,6 +7088,18 @@ CREATE POLICY event_log_operator_read ON integration.event_log FOR SELECT TO aut
 ALTER TABLE integration.outbox ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: outbox_archive; Type: ROW SECURITY; Schema: integration; Owner: postgres
+--
+
+ALTER TABLE integration.outbox_archive ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: outbox_archive outbox_archive_operator_read; Type: POLICY; Schema: integration; Owner: postgres
+--
+
+CREATE POLICY outbox_archive_operator_read ON integration.outbox_archive FOR SELECT TO authenticated USING (( SELECT ops.is_operator() AS is_operator));
+
+--
 -- Name: outbox outbox_operator_read; Type: POLICY; Schema: integration; Owner: postgres
 --
 
@@ -6821,6 +7122,12 @@ CREATE POLICY redrive_log_operator_read ON integration.redrive_log FOR SELECT TO
 --
 
 ALTER TABLE integration.replay_guard ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: retention_policy; Type: ROW SECURITY; Schema: integration; Owner: postgres
+--
+
+ALTER TABLE integration.retention_policy ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: router_signal; Type: ROW SECURITY; Schema: integration; Owner: postgres
@@ -7273,6 +7580,18 @@ REVOKE ALL ON FUNCTION integration.ack_outbox(p_id uuid, p_lease_token uuid) FRO
 GRANT ALL ON FUNCTION integration.ack_outbox(p_id uuid, p_lease_token uuid) TO service_role;
 
 --
+-- Name: FUNCTION archive_completed(p_batch_size integer, p_max_batches integer); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.archive_completed(p_batch_size integer, p_max_batches integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION archive_partition(p_day date); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.archive_partition(p_day date) FROM PUBLIC;
+
+--
 -- Name: FUNCTION batch_rows(p_events jsonb, p_correlation_id text); Type: ACL; Schema: integration; Owner: postgres
 --
 
@@ -7315,6 +7634,12 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE integration.outbox TO service_role;
 --
 
 REVOKE ALL ON FUNCTION integration.dead_letter_matches(o integration.outbox, p_ids uuid[], p_event_pattern text, p_created_from timestamp with time zone, p_created_to timestamp with time zone, p_error_contains text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION drop_expired_archive(); Type: ACL; Schema: integration; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION integration.drop_expired_archive() FROM PUBLIC;
 
 --
 -- Name: FUNCTION event_types_last_hour(); Type: ACL; Schema: integration; Owner: postgres
@@ -8149,6 +8474,20 @@ GRANT SELECT,UPDATE ON TABLE integration.delivery_policy TO service_role;
 
 GRANT SELECT ON TABLE integration.event_log TO authenticated;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE integration.event_log TO service_role;
+
+--
+-- Name: TABLE outbox_archive; Type: ACL; Schema: integration; Owner: postgres
+--
+
+GRANT SELECT ON TABLE integration.outbox_archive TO authenticated;
+GRANT SELECT ON TABLE integration.outbox_archive TO service_role;
+
+--
+-- Name: TABLE outbox_and_archive; Type: ACL; Schema: integration; Owner: postgres
+--
+
+GRANT SELECT ON TABLE integration.outbox_and_archive TO authenticated;
+GRANT SELECT ON TABLE integration.outbox_and_archive TO service_role;
 
 --
 -- Name: TABLE redrive_log; Type: ACL; Schema: integration; Owner: postgres
