@@ -6,19 +6,21 @@
 //   node ingest-client.mjs rpc|function|batch CONCURRENCY SECONDS WARMUP_SECONDS
 // Reads SUPABASE_URL, SERVICE_ROLE_KEY, ODOO_WEBHOOK_SECRET and, for batch,
 // BATCH (events a request, 500) from the environment.
-import { randomBytes, createHash } from "node:crypto";
+import { randomBytes, randomUUID, createHash } from "node:crypto";
 import { signedOdooRequest } from "./odoo.mjs";
 
 const [mode, concurrency, seconds, warmup] = [process.argv[2], +process.argv[3], +process.argv[4], +process.argv[5]];
 const base = process.env.SUPABASE_URL;
 const payload = JSON.parse(process.env.BENCH_PAYLOAD);
 let sequence = 0;
+// Keys stay taken in event_log for good, so every run needs keys of its own.
+const run = randomUUID().slice(0, 8);
 
 // Each event is distinct (its own key and aggregate id), as Odoo's are: two
 // identical bodies signed in the same millisecond would carry the same MAC and
 // the second would rightly be refused as a replay.
 function nextKey() {
-  return `bench-${mode}-${process.pid}-${++sequence}`;
+  return `bench-${mode}-${run}-${++sequence}`;
 }
 
 // (b) The RPC exactly as the function sends it, including a replay digest.

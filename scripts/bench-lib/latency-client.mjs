@@ -9,6 +9,7 @@
 // Reads SUPABASE_URL, ODOO_WEBHOOK_SECRET, DB_URL, EVENTS, RATE, MATTERMOST_PORT.
 import http from "node:http";
 import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { signedOdooRequest } from "./odoo.mjs";
 
 const mode = process.argv[2];
@@ -49,6 +50,8 @@ if (mode === "receiver") {
 }
 const wakesBefore = Number(sql("select wakes_sent from integration.router_signal"));
 
+// Keys stay taken in event_log for good, so every run needs keys of its own.
+const run = randomUUID().slice(0, 8);
 let errors = 0;
 const sends = [];
 const started = performance.now();
@@ -58,7 +61,7 @@ for (let i = 0; i < events; i++) {
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   const [type, aggregate] = domains[i % domains.length];
   const [url, init] = signedOdooRequest(process.env.SUPABASE_URL, process.env.ODOO_WEBHOOK_SECRET,
-    `bench-latency-${process.pid}-${i}`, { event_type: type, aggregate_type: aggregate, aggregate_id: String(i), payload: { n: i } });
+    `bench-latency-${run}-${i}`, { event_type: type, aggregate_type: aggregate, aggregate_id: String(i), payload: { n: i } });
   sends.push(fetch(url, init).then(async (response) => {
     const at = Date.now();
     const body = await response.json();

@@ -124,4 +124,5 @@ try {
   await receiver.close();
   sql(`delete from integration.routes where event_pattern = '${pattern}'`);
   sql(`delete from integration.outbox where event_type = '${type}' and status = 'completed'`);
+  sql(`delete from integration.outbox_archive where event_type = '${type}'`);
 }

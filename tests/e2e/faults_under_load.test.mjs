@@ -75,13 +75,13 @@ async function scenario(t, name, inject) {
     ? ok.filter((a) => a.sentAt > firstFailure.sentAt).sort((a, b) => a.at - b.at)[0]
     : null;
   const list = ids.map((id) => `'${id}'`).join(",") || "null";
-  const inOutbox = Number(sql(`select count(*) from integration.outbox where id in (${list})`));
+  const inOutbox = Number(sql(`select count(*) from integration.outbox_and_archive where id in (${list})`));
   const inLog = Number(sql(`select count(*) from integration.event_log where event_id in (${list})`));
   // Drained: every accepted event reached the receiver and the outbox says
   // completed (an attempt that timed out while the receiver took it is
   // delivered again later: at least once).
   const completedCount = () =>
-    Number(sql(`select count(*) from integration.outbox where id in (${list}) and status = 'completed'`));
+    Number(sql(`select count(*) from integration.outbox_and_archive where id in (${list}) and status = 'completed'`));
   let drainedAt = null;
   try {
     await waitFor(`the ${name} events to be delivered`,

@@ -183,11 +183,13 @@ test("the overview shows the bus, jobs, services with samples, runs in flight, a
 
   // Live: a new dead letter shows at the next poll without a reload.
   const before = Number(overview.bus.by_status.failed);
-  sql(`update integration.outbox set status = 'failed', dead_at = now(), last_error = 'console poll'
-       where id = (select id from integration.outbox where status = 'completed' and source <> 'e2eperf' order by created_at limit 1)`);
+  sql(`insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload,
+         correlation_id, status, dead_at, last_error)
+       values ('e2econsole', 'console-poll-' || gen_random_uuid(), 'console.poll', 'console', '1', '{}',
+         'console-poll', 'failed', now(), 'console poll')`);
   await waitFor("the poll to show the new dead letter", async () =>
     (await stat("Dead letters")) === (before + 1).toLocaleString("en-US"), 25_000, 500);
-  sql(`update integration.outbox set status = 'completed', dead_at = null, last_error = null where last_error = 'console poll'`);
+  sql(`delete from integration.outbox where source = 'e2econsole'`);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
