@@ -6,7 +6,10 @@
 //   node latency-client.mjs n8n       handlers in n8n; receipt time from the workflow
 //                                     (props.handler_received_at), via the Mattermost stand-in
 //   node latency-client.mjs receiver  a local receiver on its own route: the router alone
-// Reads SUPABASE_URL, ODOO_WEBHOOK_SECRET, DB_URL, EVENTS, RATE, MATTERMOST_PORT.
+// Reads SUPABASE_URL, ODOO_WEBHOOK_SECRET, DB_URL, EVENTS, RATE, MATTERMOST_PORT, and WAIT_S (120):
+// how long to wait for the last deliveries once every event is answered. Besides the
+// percentiles it reports the delivery rate, the drain time after the last answer, the
+// backlog sampled every 5 s and the latency by 30 s of sending (`scripts/bench backpressure`).
 import http from "node:http";
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -15,6 +18,7 @@ import { signedOdooRequest } from "./odoo.mjs";
 const mode = process.argv[2];
 const events = Number(process.env.EVENTS ?? 1000);
 const rate = Number(process.env.RATE ?? 10);
+const waitMs = Number(process.env.WAIT_S ?? 120) * 1000;
 const sql = (q) => execFileSync("psql", [process.env.DB_URL, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", q], { encoding: "utf8" }).trim();
 
 const answeredAt = new Map(); // event id -> ms since epoch
@@ -69,11 +73,19 @@ for (let i = 0; i < events; i++) {
     else errors++;
   }, () => errors++));
 }
+// Backlog: this run's events answered but not yet at the handler.
+const backlog = [];
+const sampleBacklog = () => backlog.push({ s: Math.round((performance.now() - started) / 1000),
+  waiting: [...answeredAt.keys()].filter((id) => !receivedAt.has(id)).length });
+const sampler = setInterval(sampleBacklog, 5000);
 await Promise.all(sends);
-const deadline = Date.now() + 120_000;
+const answeredAll = Date.now();
+const deadline = answeredAll + waitMs;
 while ([...answeredAt.keys()].some((id) => !receivedAt.has(id)) && Date.now() < deadline) {
   await new Promise((r) => setTimeout(r, 100));
 }
+clearInterval(sampler);
+sampleBacklog();
 server.close();
 if (mode === "receiver") sql("delete from integration.routes where event_pattern = 'benchlatency.*'");
 
@@ -84,8 +96,22 @@ function percentiles(of) {
   const pct = (p) => values[Math.min(values.length - 1, Math.floor((p / 100) * values.length))];
   return { p50: pct(50), p90: pct(90), p99: pct(99), max: values[values.length - 1] };
 }
+const receipts = ids.filter((id) => receivedAt.has(id)).map((id) => receivedAt.get(id));
+const firstAnswer = Math.min(...answeredAt.values());
+const lastReceipt = Math.max(...receipts);
+// Latency by when the event was answered, 30 s windows: does it grow, and come back?
+const windows = new Map();
+for (const id of ids.filter((id) => receivedAt.has(id))) {
+  const w = Math.floor((answeredAt.get(id) - firstAnswer) / 30_000) * 30;
+  windows.set(w, [...(windows.get(w) ?? []), receivedAt.get(id) - answeredAt.get(id)]);
+}
+const median = (v) => v.sort((a, b) => a - b)[Math.floor(v.length / 2)];
 console.log(JSON.stringify({
   events: ids.length,
+  delivered_per_s: +(receipts.length / ((lastReceipt - firstAnswer) / 1000)).toFixed(1),
+  drain_s: +((lastReceipt - answeredAll) / 1000).toFixed(1),
+  backlog,
+  p50_by_window: [...windows].sort((a, b) => a[0] - b[0]).map(([w, v]) => ({ from_s: w, events: v.length, p50_ms: median(v) })),
   errors,
   not_received: lost,
   wakes: Number(sql("select wakes_sent from integration.router_signal")) - wakesBefore,
