@@ -6,9 +6,10 @@
 //! as the signed-in user through PostgREST, so the function itself holds no
 //! privileged path; the service role key never leaves the server.
 
+use crate::auth::Auth;
 use crate::config::{required, ConfigError, Lookup};
 use crate::error::{ApiError, ErrorCode};
-use crate::function::{Call, Reply};
+use crate::function::{Call, Reply, Spec};
 use serde_json::{json, Map, Value};
 use worker::{Headers, Method, Request, Response};
 
@@ -16,6 +17,17 @@ use worker::{Headers, Method, Request, Response};
 /// Supabase only, never framed.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 connect-src 'self' {supabase}; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A page function's spec: GET and HEAD, no body, open (the page is public;
+/// what it shows, PostgREST gives only to the signed-in user).
+pub const fn spec(name: &'static str) -> Spec {
+    Spec {
+        name,
+        methods: &["GET", "HEAD"],
+        auth: Auth::Open,
+        max_body_bytes: 0,
+    }
+}
 
 /// Where a page's browser finds Supabase.
 #[derive(Debug, Clone)]

@@ -5,7 +5,6 @@
 //! (RLS), and every toggle goes through `campaign-toggle`.
 
 use serde_json::{json, Map};
-use switchyard_shared::auth::Auth;
 use switchyard_shared::config::{ConfigError, FromLookup, Lookup};
 use switchyard_shared::error::ApiError;
 use switchyard_shared::function::{serve, Call, Function, Reply, Spec};
@@ -36,12 +35,7 @@ impl FromLookup for Settings {
 pub struct CampaignDashboard;
 
 impl Function for CampaignDashboard {
-    const SPEC: Spec = Spec {
-        name: NAME,
-        methods: &["GET", "HEAD"],
-        auth: Auth::Open,
-        max_body_bytes: 0,
-    };
+    const SPEC: Spec = page::spec(NAME);
     type Settings = Settings;
 
     async fn handle(call: Call<'_, Settings>) -> Result<Reply, ApiError> {

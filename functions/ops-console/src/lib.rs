@@ -8,7 +8,6 @@
 //! holds no privileged path of its own.
 
 use serde_json::{json, Map};
-use switchyard_shared::auth::Auth;
 use switchyard_shared::config::{ConfigError, FromLookup, Lookup};
 use switchyard_shared::error::ApiError;
 use switchyard_shared::function::{serve, Call, Function, Reply, Spec};
@@ -47,12 +46,7 @@ impl FromLookup for Settings {
 pub struct OpsConsole;
 
 impl Function for OpsConsole {
-    const SPEC: Spec = Spec {
-        name: "ops-console",
-        methods: &["GET", "HEAD"],
-        auth: Auth::Open,
-        max_body_bytes: 0,
-    };
+    const SPEC: Spec = page::spec("ops-console");
     type Settings = Settings;
 
     async fn handle(call: Call<'_, Settings>) -> Result<Reply, ApiError> {
