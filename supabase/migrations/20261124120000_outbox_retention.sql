@@ -156,15 +156,17 @@ begin
   end loop;
 
   loop
+    -- The pick is an array, evaluated once, as in claim_outbox: as a subquery
+    -- under IN a plan may rescan it, and each rescan skips the rows already
+    -- locked and picks others (a fresh database moved 3 rows in a batch of 1).
     with moved as (
       delete from integration.outbox o
-      where o.id in (
+      where o.id = any(array(
           select c.id from integration.outbox c
           where c.status = 'completed' and c.completed_at < v_cutoff
           order by c.completed_at
           limit p_batch_size
-          for update skip locked)
-        and o.status = 'completed'
+          for update skip locked))
       returning o.*
     )
     insert into integration.outbox_archive
