@@ -330,7 +330,7 @@ select is((select array_agg(k order by k) from overview, jsonb_object_keys(o #> 
 select is((select jsonb_agg(m - 'minute' order by n) from jsonb_array_elements(o #> '{bus,activity}') with ordinality x(m, n)),
   (select jsonb_agg(jsonb_build_object(
      'received', (select count(*) from integration.event_log l where l.created_at >= t and l.created_at < t + interval '1 minute'),
-     'delivered', (select count(*) from integration.outbox b where b.status = 'completed'
+     'delivered', (select count(*) from integration.outbox_and_archive b where b.status = 'completed'
        and b.completed_at >= t and b.completed_at < t + interval '1 minute'),
      'dead_lettered', (select count(*) from integration.outbox b where b.status = 'failed'
        and b.dead_at >= t and b.dead_at < t + interval '1 minute')) order by t)
