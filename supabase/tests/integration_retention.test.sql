@@ -5,7 +5,7 @@
 -- are dropped; only the owner (pg_cron) runs the moves.
 begin;
 set search_path = extensions, public;
-select plan(27);
+select plan(28);
 \ir lib/call.sql
 
 select gen_random_uuid()::text as tag \gset
@@ -47,6 +47,11 @@ update integration.outbox set created_at = now() - interval '3 days' where id = 
 -- Other completed rows of the dev database stay out of the way (rolled back).
 update integration.outbox set completed_at = now()
 where status = 'completed' and id not in (:'old_id', :'old2_id', :'old3_id', :'hot_id', :'alert_id');
+
+-- Out-of-range batch arguments are refused before anything moves.
+select is(pg_temp.call('select integration.archive_completed(0, 2)') || ' / ' ||
+          (select count(*) from integration.outbox where id in (:'old_id', :'old2_id', :'old3_id'))::text,
+  'PT422 validation_failed / 3', 'a batch size out of range is refused and nothing moves');
 
 -- Batches: one row per batch, two batches, oldest first.
 select is(integration.archive_completed(1, 2) ->> 'archived', '2', 'a run moves at most p_batch_size x p_max_batches rows');
