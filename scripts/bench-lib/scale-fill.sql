@@ -1,7 +1,7 @@
 -- `scripts/bench scale`: tops the bench events (event type benchdrain.created,
 -- deleted after the run) up to what a live system holds under retention after
 -- :completed deliveries spread over the last 14 days, and :pending waiting:
--- - event_log: every event (it keeps them all and holds their keys);
+-- - event_log: every delivered event (it keeps them all and holds their keys);
 -- - outbox_archive: the completed ones past the hot window, in day partitions;
 -- - outbox: the completed ones within the hot window (the same rate), and the
 --   pending ones.
@@ -20,13 +20,14 @@ select gen_random_uuid(), 'odoo', f.key, 'benchdrain.created', 'hr.expense', f.n
        'bench-scale-' || (f.n % 100000), 'ipai-hmac', 'key_bench', f.t
 from fill f;
 
--- A tenth of a hot window's worth stays hot, the rest is archived.
+-- A hot window's worth stays hot: 15 minutes of 14 days is 1 event in 1,344,
+-- its times scaled into the last 15 minutes. The rest is archived.
 insert into integration.outbox (id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload,
   correlation_id, status, attempts, created_at, updated_at, completed_at, receipt)
 select l.event_id, l.source, l.idempotency_key, l.event_type, l.aggregate_type, l.aggregate_id, l.payload,
-       l.correlation_id, 'completed', 1, now() - (now() - l.created_at) / 1344, now(), now() - (now() - l.created_at) / 1344,
-       '{"ok":true}'
-from integration.event_log l join fill f on f.key = l.idempotency_key and l.source = 'odoo'
+       l.correlation_id, 'completed', 1, h.at, now(), h.at, '{"ok":true}'
+from integration.event_log l join fill f on f.key = l.idempotency_key and l.source = 'odoo',
+     lateral (select now() - (now() - l.created_at) / 1344 as at) h
 where f.n % 1344 = 0;
 
 insert into integration.outbox_archive (id, source, idempotency_key, event_type, aggregate_type, aggregate_id,
