@@ -6764,10 +6764,22 @@ CREATE INDEX runs_correlation_id_idx ON ops.runs USING btree (correlation_id);
 CREATE INDEX runs_leased_idx ON ops.runs USING btree (lease_expires_at) WHERE (lease_token IS NOT NULL);
 
 --
+-- Name: runs_open_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX runs_open_idx ON ops.runs USING btree (queued_at DESC, run_id) WHERE (status = ANY (ARRAY['awaiting_approval'::text, 'queued'::text, 'claimed'::text, 'running'::text]));
+
+--
 -- Name: runs_project_env_idx; Type: INDEX; Schema: ops; Owner: postgres
 --
 
 CREATE INDEX runs_project_env_idx ON ops.runs USING btree (project_id, env, queued_at DESC);
+
+--
+-- Name: runs_queued_at_idx; Type: INDEX; Schema: ops; Owner: postgres
+--
+
+CREATE INDEX runs_queued_at_idx ON ops.runs USING btree (queued_at DESC, run_id);
 
 --
 -- Name: campaign_audit_log campaign_audit_log_append_only; Type: TRIGGER; Schema: campaigns; Owner: postgres

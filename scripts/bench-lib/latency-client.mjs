@@ -59,6 +59,11 @@ const run = randomUUID().slice(0, 8);
 let errors = 0;
 const sends = [];
 const started = performance.now();
+// Backlog, sampled from the first send: this run's events answered but not yet at the handler.
+const backlog = [];
+const sampleBacklog = () => backlog.push({ s: Math.round((performance.now() - started) / 1000),
+  waiting: [...answeredAt.keys()].filter((id) => !receivedAt.has(id)).length });
+const sampler = setInterval(sampleBacklog, 5000);
 for (let i = 0; i < events; i++) {
   const due = started + (i * 1000) / rate;
   const wait = due - performance.now();
@@ -73,11 +78,6 @@ for (let i = 0; i < events; i++) {
     else errors++;
   }, () => errors++));
 }
-// Backlog: this run's events answered but not yet at the handler.
-const backlog = [];
-const sampleBacklog = () => backlog.push({ s: Math.round((performance.now() - started) / 1000),
-  waiting: [...answeredAt.keys()].filter((id) => !receivedAt.has(id)).length });
-const sampler = setInterval(sampleBacklog, 5000);
 await Promise.all(sends);
 const answeredAll = Date.now();
 const deadline = answeredAll + waitMs;

@@ -1,0 +1,45 @@
+-- Runs at scale: the newest-first list and the open-run views have an index
+-- each (scripts/bench scale-work measured them reading the whole table at a
+-- million finished runs). With sequential scans off, each query shape's plan
+-- must name its index: a query rewritten so that its index no longer matches
+-- (a status set the partial index does not imply, an order it cannot give)
+-- fails here instead of slowing down in production.
+begin;
+set search_path = extensions, public;
+select plan(6);
+
+select has_index('ops', 'runs', 'runs_queued_at_idx', 'runs have a newest-first index');
+select has_index('ops', 'runs', 'runs_open_idx', 'runs have an index of the runs not yet finished');
+
+create function pg_temp.plan_of(p_sql text) returns text language plpgsql as $$
+declare
+  v_line text;
+  v_plan text := '';
+begin
+  for v_line in execute 'explain (costs off) ' || p_sql loop
+    v_plan := v_plan || v_line || E'\n';
+  end loop;
+  return v_plan;
+end;
+$$;
+
+set local enable_seqscan = off;
+set local enable_bitmapscan = off;
+
+-- ops.list_runs without filters.
+select ok(pg_temp.plan_of($$ select * from ops.runs order by queued_at desc limit 20 $$) ~ 'runs_queued_at_idx',
+  'the newest runs are read from runs_queued_at_idx');
+-- ops.console_overview's runs in flight.
+select ok(pg_temp.plan_of($$ select * from ops.runs where status in ('awaiting_approval', 'queued', 'claimed', 'running')
+  order by queued_at desc, run_id limit 20 $$) ~ 'runs_open_idx',
+  'the runs in flight are read from runs_open_idx');
+-- ops.console_overview's approvals: one status of the open ones.
+select ok(pg_temp.plan_of($$ select * from ops.runs where status = 'awaiting_approval' $$) ~ 'runs_open_idx',
+  'runs awaiting approval are found through runs_open_idx');
+-- ops.get_queue_depth's runs part.
+select ok(pg_temp.plan_of($$ select project_id, env, status, count(*), min(queued_at) from ops.runs
+  where status in ('awaiting_approval', 'queued', 'claimed', 'running') group by project_id, env, status $$) ~ 'runs_open_idx',
+  'the queue depth counts open runs through runs_open_idx');
+
+select * from finish();
+rollback;
