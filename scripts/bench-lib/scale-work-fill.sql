@@ -40,6 +40,6 @@ insert into ops.runs (project_id, env, git_sha, git_ref, status, requested_by, c
 select 'bench-scale', 'env' || (n % 100), substr(md5(n::text), 1, 40), 'refs/heads/main', 'queued', 'bench',
        'bench-scale-run-q' || n, now() - interval '1 minute' + n * interval '1 millisecond'
 from generate_series(1, greatest(:runs_queued - (select count(*) from ops.runs
-       where project_id = 'bench-scale' and status = 'queued'), 0)) n;
+       where project_id = 'bench-scale' and status = 'queued' and correlation_id like 'bench-scale-run-q%'), 0)) n;
 
 set session_replication_role = origin;

@@ -6,7 +6,7 @@
 -- ops.list_runs and the console's history: newest first, any status.
 create index runs_queued_at_idx on ops.runs (queued_at desc, run_id);
 
--- Runs not yet finished: the console's runs in flight and approvals, and the
+-- Runs not yet finished: the console's runs in flight and the
 -- queue depth. runs_claimable_idx leaves out awaiting_approval, so these
 -- queries could not use it.
 create index runs_open_idx on ops.runs (queued_at desc, run_id)

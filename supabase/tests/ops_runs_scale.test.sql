@@ -1,12 +1,12 @@
 -- Runs at scale: the newest-first list and the open-run views have an index
 -- each (scripts/bench scale-work measured them reading the whole table at a
 -- million finished runs). With sequential scans off, each query shape's plan
--- must name its index: a query rewritten so that its index no longer matches
--- (a status set the partial index does not imply, an order it cannot give)
+-- must name its index, and each function must still contain that shape: a
+-- status set the partial index does not imply, or an order it cannot give,
 -- fails here instead of slowing down in production.
 begin;
 set search_path = extensions, public;
-select plan(6);
+select plan(8);
 
 select has_index('ops', 'runs', 'runs_queued_at_idx', 'runs have a newest-first index');
 select has_index('ops', 'runs', 'runs_open_idx', 'runs have an index of the runs not yet finished');
@@ -33,13 +33,20 @@ select ok(pg_temp.plan_of($$ select * from ops.runs order by queued_at desc limi
 select ok(pg_temp.plan_of($$ select * from ops.runs where status in ('awaiting_approval', 'queued', 'claimed', 'running')
   order by queued_at desc, run_id limit 20 $$) ~ 'runs_open_idx',
   'the runs in flight are read from runs_open_idx');
--- ops.console_overview's approvals: one status of the open ones.
-select ok(pg_temp.plan_of($$ select * from ops.runs where status = 'awaiting_approval' $$) ~ 'runs_open_idx',
-  'runs awaiting approval are found through runs_open_idx');
 -- ops.get_queue_depth's runs part.
 select ok(pg_temp.plan_of($$ select project_id, env, status, count(*), min(queued_at) from ops.runs
   where status in ('awaiting_approval', 'queued', 'claimed', 'running') group by project_id, env, status $$) ~ 'runs_open_idx',
   'the queue depth counts open runs through runs_open_idx');
+
+-- The functions hold those shapes (the copies above are what they run).
+select ok(pg_get_functiondef('ops.list_runs'::regproc) ~ 'from ops\.runs\s+where .*\s+order by queued_at desc limit p_limit',
+  'ops.list_runs reads the newest runs first');
+select ok(pg_get_functiondef('ops.console_overview'::regproc)
+  ~ 'from ops\.runs\s+where status in \(''awaiting_approval'', ''queued'', ''claimed'', ''running''\)\s+order by queued_at desc, run_id limit 20',
+  'ops.console_overview reads the runs in flight by status and newest first');
+select ok(pg_get_functiondef('ops.get_queue_depth'::regproc)
+  ~ 'from ops\.runs r\s+where r\.status in \(''awaiting_approval'', ''queued'', ''claimed'', ''running''\)',
+  'ops.get_queue_depth counts the open runs by the same status set');
 
 select * from finish();
 rollback;
