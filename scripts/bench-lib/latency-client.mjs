@@ -103,7 +103,8 @@ const lastReceipt = Math.max(...receipts);
 const windows = new Map();
 for (const id of ids.filter((id) => receivedAt.has(id))) {
   const w = Math.floor((answeredAt.get(id) - firstAnswer) / 30_000) * 30;
-  windows.set(w, [...(windows.get(w) ?? []), receivedAt.get(id) - answeredAt.get(id)]);
+  if (!windows.has(w)) windows.set(w, []);
+  windows.get(w).push(receivedAt.get(id) - answeredAt.get(id));
 }
 const median = (v) => v.sort((a, b) => a - b)[Math.floor(v.length / 2)];
 console.log(JSON.stringify({
