@@ -7,8 +7,9 @@
 //! error, never a silent default.
 //!
 //! Outcomes are classified in one place (`classify`, `RpcError::into_api_error`):
-//! 2xx is data; 5xx, a timeout or a refused connection means PostgREST or
-//! Postgres is down and the caller should answer 503; a 4xx is a refusal whose
+//! 2xx is data; 5xx, a timeout, a refused connection or an error without a
+//! SQLSTATE means PostgREST or Postgres is down and the caller should answer
+//! 503; a 4xx is a refusal whose
 //! `message` may name one of our stable error codes (SQL raises them with
 //! `ERRCODE = 'PT409'` etc.), or whose SQLSTATE says the caller's data could
 //! not be stored.
@@ -159,6 +160,16 @@ pub fn classify<T: DeserializeOwned>(status: u16, body: &str) -> Result<T, RpcEr
         _ => {
             let mut err: PostgrestError = serde_json::from_str(body).unwrap_or_default();
             err.status = status;
+            // An error without a SQLSTATE was made by libpq, not by the server:
+            // the pooled connection broke under the call (Postgres restarting).
+            // PostgREST answers it 400, its default for codes it does not know
+            // (PostgREST issues #3214, #4681); it is the database being away.
+            if err.code.as_deref() == Some("") {
+                return Err(RpcError::Unavailable(format!(
+                    "PostgREST answered {status} without a SQLSTATE: {}",
+                    err.message.as_deref().unwrap_or("")
+                )));
+            }
             Err(RpcError::Refused(err))
         }
     }
@@ -322,6 +333,18 @@ mod tests {
                 Some(format!("unavailable: PostgREST answered {status}").as_str())
             );
         }
+    }
+
+    #[test]
+    fn an_error_without_a_sqlstate_is_a_lost_connection_and_becomes_503() {
+        let err = api(
+            400,
+            r#"{"code":"","message":"server closed the connection unexpectedly","details":null,"hint":null}"#,
+        );
+        assert_eq!(err.status(), 503);
+        assert_eq!(err.code, ErrorCode::UpstreamUnavailable);
+        // A missing code is not the same thing: that body is not PostgREST's.
+        assert_eq!(api(400, r#"{"message":"x"}"#).code, ErrorCode::Internal);
     }
 
     #[test]
