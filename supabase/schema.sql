@@ -1918,7 +1918,7 @@ begin
        'details', coalesce(p_details, '{}'), 'count', 1, 'first_at', now(), 'last_at', now(),
        'correlation_id', v_correlation_id),
      v_correlation_id)
-  on conflict (source, idempotency_key) do nothing
+  on conflict (source, idempotency_key) where source = 'switchyard' do nothing
   returning o.id into v_id;
   if v_id is not null then
     return jsonb_build_object('event_id', v_id, 'grouped', false, 'count', 1);
@@ -5532,6 +5532,28 @@ CREATE VIEW integration.outbox_and_archive WITH (security_invoker='true') AS
     o.dead_at,
     NULL::timestamp with time zone AS archived_at
    FROM integration.outbox o
+  WHERE (o.status <> 'processing'::text)
+UNION ALL
+ SELECT o.id,
+    o.source,
+    o.idempotency_key,
+    o.event_type,
+    o.aggregate_type,
+    o.aggregate_id,
+    o.payload,
+    o.occurred_at,
+    o.correlation_id,
+    o.status,
+    o.attempts,
+    o.last_error,
+    o.error_history,
+    o.receipt,
+    o.created_at,
+    o.completed_at,
+    o.dead_at,
+    NULL::timestamp with time zone AS archived_at
+   FROM integration.outbox o
+  WHERE (o.status = 'processing'::text)
 UNION ALL
  SELECT a.id,
     a.source,
@@ -6168,7 +6190,7 @@ UNION ALL
     7 AS source_rank,
     (0)::bigint AS seq
    FROM integration.outbox o
-  WHERE (o.dead_at IS NOT NULL)
+  WHERE (o.status = 'failed'::text)
 UNION ALL
  SELECT h.checked_at AS at,
     'observability.service_health'::text AS source,
@@ -6314,13 +6336,6 @@ ALTER TABLE ONLY integration.event_log
 
 ALTER TABLE ONLY integration.outbox
     ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
-
---
--- Name: outbox outbox_source_idempotency_key_key; Type: CONSTRAINT; Schema: integration; Owner: postgres
---
-
-ALTER TABLE ONLY integration.outbox
-    ADD CONSTRAINT outbox_source_idempotency_key_key UNIQUE (source, idempotency_key);
 
 --
 -- Name: redrive_log redrive_log_pkey; Type: CONSTRAINT; Schema: integration; Owner: postgres
@@ -6584,6 +6599,12 @@ CREATE INDEX event_log_created_at_idx ON integration.event_log USING btree (crea
 CREATE INDEX event_log_event_id_idx ON integration.event_log USING btree (event_id);
 
 --
+-- Name: outbox_alert_key_idx; Type: INDEX; Schema: integration; Owner: postgres
+--
+
+CREATE UNIQUE INDEX outbox_alert_key_idx ON integration.outbox USING btree (source, idempotency_key) WHERE (source = 'switchyard'::text);
+
+--
 -- Name: outbox_archive_completed_at_idx; Type: INDEX; Schema: integration; Owner: postgres
 --
 
@@ -6617,13 +6638,13 @@ CREATE INDEX outbox_completed_idx ON integration.outbox USING btree (completed_a
 -- Name: outbox_correlation_id_idx; Type: INDEX; Schema: integration; Owner: postgres
 --
 
-CREATE INDEX outbox_correlation_id_idx ON integration.outbox USING btree (correlation_id);
+CREATE INDEX outbox_correlation_id_idx ON integration.outbox USING btree (correlation_id) WHERE (status <> 'processing'::text);
 
 --
 -- Name: outbox_created_at_idx; Type: INDEX; Schema: integration; Owner: postgres
 --
 
-CREATE INDEX outbox_created_at_idx ON integration.outbox USING btree (created_at);
+CREATE INDEX outbox_created_at_idx ON integration.outbox USING btree (created_at) WHERE (status <> 'processing'::text);
 
 --
 -- Name: outbox_dead_idx; Type: INDEX; Schema: integration; Owner: postgres

@@ -2,7 +2,7 @@
 -- conflicts, replay refusal, and that a refused call writes nothing.
 begin;
 set search_path = extensions, public;
-select plan(28);
+select plan(29);
 
 -- Digests unique to this run, so rows left by earlier runs cannot collide.
 create temp table run (tag text) on commit drop;
@@ -118,7 +118,10 @@ select has_index('integration', 'outbox', 'outbox_claimable_idx', 'pending rows 
 select ok(
   (select reloptions @> array['autovacuum_vacuum_scale_factor=0'] from pg_class where oid = 'integration.outbox'::regclass),
   'the outbox vacuums by row count');
-select col_is_unique('integration', 'outbox', array['source', 'idempotency_key'], 'idempotency keys are unique per source');
+select col_is_unique('integration', 'event_log', array['source', 'idempotency_key'],
+  'idempotency keys are unique per source, in event_log');
+select index_is_unique('integration', 'outbox', 'outbox_alert_key_idx',
+  'the outbox keeps a unique key for its own alerts only (raise_alert groups repeats into one row)');
 select is(
   (select (integration.ingest_event('odoo', 'k-occ' || (select tag from run), 't', 't', '1', '{}', 'c', 'ipai-hmac', 'key',
      '2026-01-22T07:26:26+08:00') ->> 'duplicate')),
