@@ -106,12 +106,18 @@ test("refusals start no sweep", async () => {
   assert.equal(runs(), before, "no sweep was recorded");
 });
 
-test("one sweep at a time: a sweep in progress makes the next one a no-op", async () => {
+/** Takes the reconciler as a sweep would (waiting out one in progress); its run id. */
+async function holdReconciler() {
   let holder;
   await waitFor("the reconciler free", () => {
     holder = JSON.parse(sql("select campaigns.reconcile_begin('e2e-holder')")).run_id;
     return holder !== null;
   }, 30_000, 500);
+  return holder;
+}
+
+test("one sweep at a time: a sweep in progress makes the next one a no-op", async () => {
+  const holder = await holdReconciler();
   try {
     const response = await fetch(`${SYNC_URL}?wait=true`, {
       method: "POST",
@@ -126,6 +132,9 @@ test("one sweep at a time: a sweep in progress makes the next one a no-op", asyn
 });
 
 test("drift, deletions, a silently dropped workflow and unrecorded toggles are repaired in one sweep", async () => {
+  // Held while the damage is set up: a scheduled sweep that started now
+  // would repair part of it first, and ours would count less out of sync.
+  const holder = await holdReconciler();
   // Drift: published in n8n, but the report never arrived.
   const drift = ids.drift_wf;
   assert.equal((await n8n(`/workflows/${drift.id}/publish`, "POST")).status, 200);
@@ -157,6 +166,7 @@ test("drift, deletions, a silently dropped workflow and unrecorded toggles are r
          toggle_id = gen_random_uuid(), toggle_action = 'activate', toggle_user = 'e2e-user', toggle_expires_at = now() - interval '1 second'
        where id = '${ids.abandoned}'`);
 
+  sql(`select campaigns.reconcile_finish('${holder}')`);
   const summary = await sweep();
   assert.ok(summary.workflows_seen >= 4, JSON.stringify(summary));
   assert.ok(summary.summary.checked >= 5);
