@@ -57,6 +57,37 @@ CREATE SCHEMA ops;
 ALTER SCHEMA ops OWNER TO postgres;
 
 --
+-- Name: leased_event; Type: TYPE; Schema: integration; Owner: postgres
+--
+
+CREATE TYPE integration.leased_event AS (
+	id uuid,
+	lease_token uuid,
+	source text,
+	event_type text,
+	aggregate_type text,
+	aggregate_id text,
+	payload jsonb,
+	occurred_at timestamp with time zone,
+	correlation_id text,
+	attempts integer,
+	created_at timestamp with time zone,
+	target_url text,
+	signing_secret text,
+	timeout_ms integer,
+	max_concurrency integer,
+	format text
+);
+
+ALTER TYPE integration.leased_event OWNER TO postgres;
+
+--
+-- Name: TYPE leased_event; Type: COMMENT; Schema: integration; Owner: postgres
+--
+
+COMMENT ON TYPE integration.leased_event IS 'One leased outbox event with its route (target_url null: no route matches), as claim_outbox returns it.';
+
+--
 -- Name: action_done(text); Type: FUNCTION; Schema: campaigns; Owner: postgres
 --
 
@@ -1136,7 +1167,8 @@ CREATE FUNCTION integration.ack_outbox(p_id uuid, p_lease_token uuid) RETURNS js
     AS $$
 begin
   perform integration.lock_lease(p_id, p_lease_token);
-  perform integration.complete_leased(p_id);
+  perform integration.settle_outbox(jsonb_build_array(
+    jsonb_build_object('id', p_id, 'lease_token', p_lease_token, 'ok', true)));
   return jsonb_build_object('id', p_id, 'status', 'completed');
 end;
 $$;
@@ -1152,6 +1184,7 @@ CREATE FUNCTION integration.archive_completed(p_batch_size integer DEFAULT 10000
     SET search_path TO ''
     AS $$
 declare
+  v_today date := (now() at time zone 'UTC')::date;
   v_cutoff timestamptz;
   v_oldest timestamptz;
   v_day date;
@@ -1164,6 +1197,9 @@ begin
     raise exception using errcode = 'PT422', message = 'validation_failed',
       detail = 'p_batch_size must be 1 to 100000 and p_max_batches 1 to 1000';
   end if;
+
+  perform integration.archive_partition(v_today);
+  perform integration.archive_partition(v_today + 1);
 
   -- An alert stays hot for its whole group window: raise_alert counts a
   -- repeat into the outbox row with the same key.
@@ -1221,7 +1257,7 @@ ALTER FUNCTION integration.archive_completed(p_batch_size integer, p_max_batches
 -- Name: FUNCTION archive_completed(p_batch_size integer, p_max_batches integer); Type: COMMENT; Schema: integration; Owner: postgres
 --
 
-COMMENT ON FUNCTION integration.archive_completed(p_batch_size integer, p_max_batches integer) IS 'Moves completed outbox events older than the hot window (retention_policy.hot_seconds, at least the alert group window) into outbox_archive.';
+COMMENT ON FUNCTION integration.archive_completed(p_batch_size integer, p_max_batches integer) IS 'Keeps today''s and tomorrow''s archive partitions ready and moves completed outbox rows older than the hot window (retention_policy.hot_seconds, at least the alert group window) into outbox_archive: alerts, since settle_outbox archives every other delivered event at once.';
 
 --
 -- Name: archive_partition(date); Type: FUNCTION; Schema: integration; Owner: postgres
@@ -1235,6 +1271,11 @@ declare
   v_name text := 'outbox_archive_p' || to_char(p_day, 'YYYYMMDD');
   v_partition regclass := to_regclass('integration.' || v_name);
 begin
+  if v_partition is not null then
+    return v_partition;
+  end if;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('integration.archive_partition'));
+  v_partition := to_regclass('integration.' || v_name);
   if v_partition is not null then
     return v_partition;
   end if;
@@ -1269,47 +1310,32 @@ ALTER FUNCTION integration.batch_rows(p_events jsonb, p_correlation_id text) OWN
 -- Name: claim_outbox(text, integer, integer); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
-CREATE FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS SETOF jsonb
+CREATE FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS SETOF integration.leased_event
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 declare
-  v_routed jsonb[];
-  v_unrouted uuid[];
+  v_leased integration.leased_event[];
+  v_routed integer;
   v_returned integer := 0;
 begin
   -- An event no route matches fails at once; the claim leases again so that a
   -- batch of them does not read as an empty queue.
   for round in 1..10 loop
-    select coalesce(array_agg(to_jsonb(l) order by l.created_at) filter (where l.target_url is not null), '{}'),
-           coalesce(array_agg(l.id) filter (where l.target_url is null), '{}')
-    into v_routed, v_unrouted
+    select coalesce(array_agg(l), '{}') into v_leased
     from integration.lease_batch(p_worker, p_batch_size - v_returned, p_lease_seconds) l;
-    perform integration.record_failure(u.id, 'no_route', null, p_final => true) from unnest(v_unrouted) u(id);
-    return query select unnest(v_routed);
-    v_returned := v_returned + cardinality(v_routed);
-    exit when cardinality(v_unrouted) = 0 or v_returned >= p_batch_size;
+    return query select * from unnest(v_leased) u where u.target_url is not null;
+    get diagnostics v_routed = row_count;
+    v_returned := v_returned + v_routed;
+    exit when v_routed = cardinality(v_leased);
+    perform integration.record_failure(u.id, 'no_route', null, p_final => true)
+    from unnest(v_leased) u where u.target_url is null;
+    exit when v_returned >= p_batch_size;
   end loop;
 end;
 $$;
 
 ALTER FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer, p_lease_seconds integer) OWNER TO postgres;
-
---
--- Name: complete_leased(uuid, jsonb); Type: FUNCTION; Schema: integration; Owner: postgres
---
-
-CREATE FUNCTION integration.complete_leased(p_id uuid, p_receipt jsonb DEFAULT NULL::jsonb) RETURNS void
-    LANGUAGE sql SECURITY DEFINER
-    SET search_path TO ''
-    AS $$
-  update integration.outbox set
-    status = 'completed', completed_at = now(), receipt = p_receipt,
-    locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
-  where id = p_id;
-$$;
-
-ALTER FUNCTION integration.complete_leased(p_id uuid, p_receipt jsonb) OWNER TO postgres;
 
 --
 -- Name: configure_router(text, text); Type: FUNCTION; Schema: integration; Owner: postgres
@@ -1673,9 +1699,10 @@ COMMENT ON FUNCTION integration.ingest_events(p_source text, p_events jsonb, p_c
 -- Name: lease_batch(text, integer, integer); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
-CREATE FUNCTION integration.lease_batch(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS TABLE(id uuid, lease_token uuid, source text, event_type text, aggregate_type text, aggregate_id text, payload jsonb, occurred_at timestamp with time zone, correlation_id text, attempts integer, created_at timestamp with time zone, target_url text, signing_secret text, timeout_ms integer, max_concurrency integer, format text)
+CREATE FUNCTION integration.lease_batch(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS SETOF integration.leased_event
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 begin
   if p_worker is null or length(p_worker) not between 1 and 100 then
@@ -2188,7 +2215,7 @@ ALTER FUNCTION integration.router_active_window() OWNER TO postgres;
 -- Name: router_claim(text, integer, integer); Type: FUNCTION; Schema: integration; Owner: postgres
 --
 
-CREATE FUNCTION integration.router_claim(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS SETOF jsonb
+CREATE FUNCTION integration.router_claim(p_worker text, p_batch_size integer DEFAULT 25, p_lease_seconds integer DEFAULT 60) RETURNS SETOF integration.leased_event
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -2221,8 +2248,12 @@ CREATE FUNCTION integration.settle_outbox(p_results jsonb) RETURNS jsonb
     SET search_path TO ''
     AS $_$
 declare
-  v_uuid constant text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+  v_ids uuid[];
+  v_tokens uuid[];
+  v_ok boolean[];
+  v_receipts jsonb[];
   v_acked uuid[];
+  v_alerts uuid[];
   v_failed uuid[] := '{}';
   v_failure record;
 begin
@@ -2233,8 +2264,8 @@ begin
   if exists (
     select from jsonb_array_elements(p_results) e(v)
     where jsonb_typeof(v) is distinct from 'object'
-       or coalesce(v ->> 'id' !~ v_uuid, true)
-       or coalesce(v ->> 'lease_token' !~ v_uuid, true)
+       or jsonb_typeof(v -> 'id') is distinct from 'string'
+       or jsonb_typeof(v -> 'lease_token') is distinct from 'string'
        or jsonb_typeof(v -> 'ok') is distinct from 'boolean'
        or coalesce(jsonb_typeof(v -> 'retry_after_seconds'), 'null') <> 'null'
           and coalesce(v ->> 'retry_after_seconds' !~ '^[0-9]{1,9}$', true)) then
@@ -2246,18 +2277,58 @@ begin
     where v ? 'receipt' and (jsonb_typeof(v -> 'receipt') is distinct from 'object' or length((v -> 'receipt')::text) > 500)) then
     raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'a receipt is an object of at most 500 characters';
   end if;
+  begin
+    select array_agg((r.v ->> 'id')::uuid order by r.ord), array_agg((r.v ->> 'lease_token')::uuid order by r.ord),
+           array_agg((r.v ->> 'ok')::boolean order by r.ord), array_agg(r.v -> 'receipt' order by r.ord)
+    into v_ids, v_tokens, v_ok, v_receipts
+    from jsonb_array_elements(p_results) with ordinality r(v, ord);
+  exception when invalid_text_representation then
+    raise exception using errcode = 'PT422', message = 'validation_failed',
+      detail = 'each result needs a uuid id and lease_token and a boolean ok; retry_after_seconds is a non-negative integer';
+  end;
+  if v_ids is null then
+    return jsonb_build_object('acked', 0, 'failed', 0, 'stale', '[]'::jsonb);
+  end if;
 
-  -- Every success in one statement. A row whose lease was reclaimed or settled
-  -- meanwhile no longer matches (the UPDATE rechecks it after any lock wait).
-  with acked as (
-    update integration.outbox o set
-      status = 'completed', completed_at = now(), receipt = r.v -> 'receipt',
-      locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
-    from jsonb_array_elements(p_results) r(v)
-    where (r.v ->> 'ok')::boolean
-      and o.id = (r.v ->> 'id')::uuid and o.lock_token = (r.v ->> 'lease_token')::uuid and o.status = 'processing'
-    returning o.id)
-  select coalesce(array_agg(a.id), '{}') into v_acked from acked a;
+  perform integration.archive_partition((now() at time zone 'UTC')::date);
+
+  -- Every success in one statement: the row leaves the hot table for the
+  -- archive. A row whose lease was reclaimed or settled meanwhile no longer
+  -- matches (the DELETE rechecks it after any lock wait).
+  with delivered as (
+    delete from integration.outbox o
+    using unnest(v_ids, v_tokens, v_ok, v_receipts) r(id, lease_token, ok, receipt)
+    where o.id = any(v_ids)
+      and o.id = r.id and r.ok and o.lock_token = r.lease_token and o.status = 'processing'
+      and o.source <> 'switchyard'
+    returning o.id, o.source, o.idempotency_key, o.event_type, o.aggregate_type, o.aggregate_id, o.payload,
+              o.occurred_at, o.correlation_id, o.attempts, o.last_error, o.error_history, r.receipt, o.created_at
+  ), archived as (
+    insert into integration.outbox_archive
+      (id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, occurred_at,
+       correlation_id, attempts, last_error, error_history, receipt, created_at, completed_at)
+    select d.id, d.source, d.idempotency_key, d.event_type, d.aggregate_type, d.aggregate_id, d.payload,
+           d.occurred_at, d.correlation_id, d.attempts, d.last_error, d.error_history, d.receipt,
+           d.created_at, now()
+    from delivered d
+    returning id)
+  select coalesce(array_agg(a.id), '{}') into v_acked from archived a;
+
+  -- Alerts stay hot as 'completed' for their group window; only a batch with
+  -- an ack the statement above did not take pays for this one.
+  if cardinality(v_acked) < cardinality(array_positions(v_ok, true)) then
+    with acked as (
+      update integration.outbox o set
+        status = 'completed', completed_at = now(), receipt = r.receipt,
+        locked_at = null, locked_by = null, lock_token = null, lease_expires_at = null, updated_at = now()
+      from unnest(v_ids, v_tokens, v_ok, v_receipts) r(id, lease_token, ok, receipt)
+      where o.id = any(v_ids)
+        and o.id = r.id and r.ok and o.lock_token = r.lease_token and o.status = 'processing'
+        and o.source = 'switchyard'
+      returning o.id)
+    select coalesce(array_agg(a.id), '{}') into v_alerts from acked a;
+    v_acked := v_acked || v_alerts;
+  end if;
 
   for v_failure in
     select (r.v ->> 'id')::uuid as id, (r.v ->> 'lease_token')::uuid as lease_token,
@@ -2276,9 +2347,9 @@ begin
   return jsonb_build_object(
     'acked', cardinality(v_acked),
     'failed', cardinality(v_failed),
-    'stale', (select coalesce(jsonb_agg(r.v -> 'id' order by r.ord), '[]')
-              from jsonb_array_elements(p_results) with ordinality r(v, ord)
-              where (r.v ->> 'id')::uuid <> all (v_acked || v_failed)));
+    'stale', (select coalesce(jsonb_agg(r.id order by r.ord), '[]')
+              from unnest(v_ids) with ordinality r(id, ord)
+              where r.id <> all (v_acked || v_failed)));
 end;
 $_$;
 
@@ -5506,7 +5577,7 @@ ALTER TABLE integration.outbox_archive OWNER TO postgres;
 -- Name: TABLE outbox_archive; Type: COMMENT; Schema: integration; Owner: postgres
 --
 
-COMMENT ON TABLE integration.outbox_archive IS 'Delivered outbox events past the hot window, one partition per UTC day (outbox_archive_pYYYYMMDD); written only by archive_completed, dropped by drop_expired_archive.';
+COMMENT ON TABLE integration.outbox_archive IS 'Delivered outbox events, one partition per UTC day (outbox_archive_pYYYYMMDD): written by settle_outbox as it acks and by archive_completed for alerts, dropped by drop_expired_archive.';
 
 --
 -- Name: outbox_and_archive; Type: VIEW; Schema: integration; Owner: postgres
@@ -5644,7 +5715,7 @@ ALTER TABLE integration.retention_policy OWNER TO postgres;
 -- Name: TABLE retention_policy; Type: COMMENT; Schema: integration; Owner: postgres
 --
 
-COMMENT ON TABLE integration.retention_policy IS 'How long delivered events stay in the hot outbox (hot_seconds) and in its archive (archive_days).';
+COMMENT ON TABLE integration.retention_policy IS 'How long a delivered alert stays in the hot outbox at least (hot_seconds; other events are archived as they are acked) and how long the archive keeps delivered events (archive_days).';
 
 --
 -- Name: router_signal; Type: TABLE; Schema: integration; Owner: postgres
@@ -7638,12 +7709,6 @@ REVOKE ALL ON FUNCTION integration.batch_rows(p_events jsonb, p_correlation_id t
 
 REVOKE ALL ON FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer, p_lease_seconds integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION integration.claim_outbox(p_worker text, p_batch_size integer, p_lease_seconds integer) TO service_role;
-
---
--- Name: FUNCTION complete_leased(p_id uuid, p_receipt jsonb); Type: ACL; Schema: integration; Owner: postgres
---
-
-REVOKE ALL ON FUNCTION integration.complete_leased(p_id uuid, p_receipt jsonb) FROM PUBLIC;
 
 --
 -- Name: FUNCTION configure_router(p_target_url text, p_invocation_token text); Type: ACL; Schema: integration; Owner: postgres

@@ -4,7 +4,7 @@
 -- sweep that now runs only when a lease has expired.
 begin;
 set search_path = extensions, public;
-select plan(16);
+select plan(19);
 
 -- Park the dev database's rows (rolled back at the end).
 update integration.outbox set available_at = now() + interval '100 years' where status = 'pending';
@@ -28,7 +28,7 @@ select pg_temp.add('payroll.closed', 2, 0);
 select pg_temp.add('expense.submitted', 3, 10);
 select pg_temp.add('expense.approved', 2, 20);
 select pg_temp.add('asset.created', 2, 30);
-create temp table claimed as select c from integration.claim_outbox('qs-worker', 7, 60) c;
+create temp table claimed as select to_jsonb(c) as c from integration.claim_outbox('qs-worker', 7, 60) c;
 
 select is((select count(*) from claimed), 7::bigint, 'a claim fills the batch past the unrouted events');
 select is((select count(*) from claimed where c ->> 'event_type' = 'expense.submitted' and c ->> 'target_url' = 'http://127.0.0.1:9/expense'),
@@ -57,7 +57,7 @@ select is(integration.settle_outbox((
   jsonb_build_object('acked', 2, 'failed', 1, 'stale',
     jsonb_build_array((select id from picked where n = 4), :'unknown'::uuid)),
   'one settle acks, fails and names the stale results in their order');
-select is((select string_agg(o.status || ':' || coalesce(o.receipt ->> 'n', '-'), ',' order by p.n) from picked p join integration.outbox o using (id) where p.n <= 4),
+select is((select string_agg(o.status || ':' || coalesce(o.receipt ->> 'n', '-'), ',' order by p.n) from picked p join integration.outbox_and_archive o using (id) where p.n <= 4),
   'completed:1,completed:2,pending:-,processing:-', 'acks keep their receipts; the failure is pending; the stale one is untouched');
 select ok((select available_at between now() + interval '119 seconds' and now() + interval '121 seconds'
     and jsonb_array_length(error_history) = 1 and error_history -> 0 ->> 'error' = 'HTTP 503'
@@ -87,6 +87,23 @@ select is((select count(*) from integration.claim_outbox('qs-worker-2', 1, 60)),
   'the claim finds nothing claimable yet (the reclaimed event waits for its backoff)');
 select is((select status || '/' || last_error from integration.outbox o join picked p using (id) where p.n = 6),
   'pending/lease expired before ack or fail', 'but its sweep returned the expired lease to the queue with the reason');
+
+-- The settle archives into the day's partition, and makes it if pg_cron's
+-- minute job has not yet.
+do $$ begin
+  execute format('drop table integration.%I', 'outbox_archive_p' || to_char(now() at time zone 'UTC', 'YYYYMMDD'));
+end $$;
+select is(integration.settle_outbox(jsonb_build_array(jsonb_build_object(
+    'id', (select id from picked where n = 5), 'lease_token', (select token from picked where n = 5), 'ok', true))) ->> 'acked',
+  '1', 'a settle on a day without its archive partition acks');
+select is((select a.tableoid::regclass::text from integration.outbox_archive a join picked p using (id) where p.n = 5),
+  'integration.outbox_archive_p' || to_char(now() at time zone 'UTC', 'YYYYMMDD'), 'into the partition it made');
+do $$ begin
+  execute format('drop table if exists integration.%I', 'outbox_archive_p' || to_char((now() at time zone 'UTC')::date + 1, 'YYYYMMDD'));
+end $$;
+select integration.archive_completed() \g /dev/null
+select isnt(to_regclass('integration.outbox_archive_p' || to_char((now() at time zone 'UTC')::date + 1, 'YYYYMMDD')), null,
+  'the minute job keeps tomorrow''s partition ready');
 
 select * from finish();
 rollback;

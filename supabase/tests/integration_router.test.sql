@@ -62,7 +62,7 @@ update integration.outbox set created_at = created_at - interval '1 hour', avail
 where id = :'w1';
 update integration.router_signal set active_until = clock_timestamp() + interval '1 second';
 create temp table claimed on commit drop as
-  select * from integration.router_claim('router-1', 5, 30) as c;
+  select to_jsonb(c) as c from integration.router_claim('router-1', 5, 30) as c;
 select is((select count(*)::int from claimed), 5, 'router_claim claims a batch');
 select ok((select active_until > clock_timestamp() + interval '5 seconds' from integration.router_signal),
   'router_claim extends the active window');
@@ -82,7 +82,8 @@ select is(integration.settle_outbox(jsonb_build_array(
     jsonb_build_object('id', :'s3', 'lease_token', gen_random_uuid(), 'ok', true))),
   jsonb_build_object('acked', 1, 'failed', 1, 'stale', jsonb_build_array(:'s3')),
   'settle acks, fails and counts stale leases in one call');
-select is((select status from integration.outbox where id = :'s1'), 'completed', 'an ok result completes the event');
+select is((select status || '/' || (archived_at is not null) from integration.outbox_and_archive where id = :'s1'), 'completed/true',
+  'an ok result completes the event into the archive');
 select is((select status || '/' || last_error from integration.outbox where id = :'s2'), 'pending/HTTP 503',
   'a failed result goes back to the queue with its error');
 select ok((select available_at between now() + interval '119 seconds' and now() + interval '121 seconds'

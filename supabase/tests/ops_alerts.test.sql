@@ -4,7 +4,7 @@
 -- Slack) that claims carry.
 begin;
 set search_path = extensions, public;
-select plan(37);
+select plan(39);
 
 select 'pgtap-' || substr(md5(random()::text), 1, 10) as tag \gset
 update integration.alert_policy set group_window_seconds = 600;
@@ -112,9 +112,9 @@ select is((select column_default from information_schema.columns
   '''standard-webhooks''::text', 'routes default to Standard Webhooks');
 select throws_ok($$ insert into integration.routes (event_pattern, target_url, signing_secret, format)
   values ('pgtap.*', 'http://127.0.0.1:9/x', 'whsec_x', 'xml') $$, '23514', null, 'a route format is standard-webhooks or chat');
-select is((select proargnames[array_length(proargnames, 1) - 1 : array_length(proargnames, 1)] from pg_proc
-  where oid = 'integration.lease_batch(text, integer, integer)'::regprocedure), array['max_concurrency', 'format'],
-  'lease_batch returns the route''s format after max_concurrency');
+select is((select (array_agg(a.attname::text order by a.attnum))[15:16] from pg_attribute a
+  where a.attrelid = 'integration.leased_event'::regclass and a.attnum > 0), array['max_concurrency', 'format'],
+  'a leased event carries the route''s format after max_concurrency');
 update integration.outbox set available_at = now() + interval '100 years' where status = 'pending';
 update integration.outbox set available_at = now()
 where source = 'switchyard' and aggregate_id like :'tag' || '%' and status = 'pending';
@@ -125,7 +125,7 @@ insert into integration.routes (event_pattern, target_url, signing_secret) value
   ('expense.*', 'http://127.0.0.1:9/expense', 'whsec_ZXhwZW5zZS1zZWNyZXQtMDEyMzQ1Njc4OQ==');
 insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, correlation_id)
 values ('odoo', 'pgtap-' || :'tag', 'expense.submitted', 'hr.expense', :'tag' || '-42', '{}', 'cid-' || :'tag');
-create temp table claimed as select * from integration.claim_outbox('pgtap-worker', 100, 60) as c;
+create temp table claimed as select to_jsonb(c) as c from integration.claim_outbox('pgtap-worker', 100, 60) as c;
 select is((select array_agg(distinct c ->> 'format') from claimed where c ->> 'event_type' like 'alert.%'), array['chat'],
   'claimed alerts carry their route''s format, chat');
 select is((select c ->> 'format' from claimed where c ->> 'event_type' = 'expense.submitted'), 'standard-webhooks',
@@ -136,8 +136,17 @@ select is((select count(*)::int from claimed where c ->> 'event_type' like 'aler
 update integration.outbox set available_at = now(), status = 'pending', lock_token = null, lease_expires_at = null,
   locked_by = null, locked_at = null
 where source = 'switchyard' and aggregate_id like :'tag' || '%' and status = 'processing';
-select is((select array_agg(distinct c ->> 'format') from integration.router_claim('pgtap-router', 100, 60) c), array['chat'],
+select is((select array_agg(distinct c.format) from integration.router_claim('pgtap-router', 100, 60) c), array['chat'],
   'router_claim carries the format too');
+-- A delivered alert stays hot: raise_alert counts a repeat into its row.
+select integration.settle_outbox((select jsonb_agg(jsonb_build_object('id', o.id, 'lease_token', o.lock_token, 'ok', true))
+  from integration.outbox o where o.source = 'switchyard' and o.aggregate_id like :'tag' || '%' and o.status = 'processing'))
+  ->> 'acked' as alerts_acked \gset
+select ok(:alerts_acked > 0, 'the run''s alerts are acked');
+select ok((select count(*) filter (where o.status = 'completed' and o.lock_token is null) >= :alerts_acked
+                  and count(*) filter (where o.status <> 'completed') = 0
+           from integration.outbox o where o.source = 'switchyard' and o.aggregate_id like :'tag' || '%'),
+  'a delivered alert stays in the hot table, completed, for its group window');
 
 -- A job nobody takes: one alert.job_stuck for its type, counted, not repeated.
 insert into observability.jobs (source, job_type, available_at, created_at)

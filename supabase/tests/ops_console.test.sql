@@ -451,17 +451,19 @@ select throws_ok(format($$ select integration.settle_outbox(jsonb_build_array(js
 select is(integration.settle_outbox(jsonb_build_array(jsonb_build_object('id', :'rcpt_id', 'lease_token', :'rcpt_token',
     'ok', true, 'receipt', '{"execution_id":"4711","workflow_id":"wf1"}'::jsonb))) ->> 'acked', '1',
   'an acknowledgement with a receipt settles');
-select is((select receipt from integration.outbox where id = :'rcpt_id'), '{"execution_id":"4711","workflow_id":"wf1"}'::jsonb,
+select is((select receipt from integration.outbox_and_archive where id = :'rcpt_id'), '{"execution_id":"4711","workflow_id":"wf1"}'::jsonb,
   'the receipt is kept on the event');
 select is((select detail -> 'receipt' from ops.get_trace('cid-rcpt-' || :'tag') where kind = 'outbox.delivered'),
   '{"execution_id":"4711","workflow_id":"wf1"}'::jsonb, 'the trace''s delivery step carries it');
-update integration.outbox set status = 'processing', completed_at = null, attempts = 2,
-  lock_token = gen_random_uuid(), locked_by = 'pgtap-router', locked_at = now(), lease_expires_at = now() + interval '1 minute'
-where id = :'rcpt_id' returning lock_token as rcpt_token2 \gset
-select integration.settle_outbox(jsonb_build_array(jsonb_build_object('id', :'rcpt_id', 'lease_token', :'rcpt_token2',
+insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload,
+  correlation_id, status, attempts, lock_token, locked_by, locked_at, lease_expires_at)
+values ('pgtap', 'rcpt2-' || :'tag', :'tag' || '.receipt', 't', '2', '{}', 'cid-rcpt-' || :'tag', 'processing', 2,
+  gen_random_uuid(), 'pgtap-router', now(), now() + interval '1 minute')
+returning id as rcpt2_id, lock_token as rcpt2_token \gset
+select integration.settle_outbox(jsonb_build_array(jsonb_build_object('id', :'rcpt2_id', 'lease_token', :'rcpt2_token',
   'ok', true))) \g /dev/null
-select is((select receipt from integration.outbox where id = :'rcpt_id'), null,
-  'an acknowledgement without a receipt (a redelivery answered plainly) keeps none');
+select is((select status || '/' || coalesce(receipt::text, 'none') from integration.outbox_and_archive where id = :'rcpt2_id'),
+  'completed/none', 'an acknowledgement without a receipt (a redelivery answered plainly) keeps none');
 
 select * from finish();
 rollback;
