@@ -1322,7 +1322,7 @@ begin
   -- An event no route matches fails at once; the claim leases again so that a
   -- batch of them does not read as an empty queue.
   for round in 1..10 loop
-    select coalesce(array_agg(l), '{}') into v_leased
+    select coalesce(array_agg(l order by l.created_at), '{}') into v_leased
     from integration.lease_batch(p_worker, p_batch_size - v_returned, p_lease_seconds) l;
     return query select * from unnest(v_leased) u where u.target_url is not null;
     get diagnostics v_routed = row_count;

@@ -1453,7 +1453,7 @@ test(`odoo-webhook: ${COUNT} hostile requests`, { timeout: 300_000 }, async (t) 
 test(`outbox-router: ${COUNT} hostile requests`, { timeout: 300_000 }, async (t) => {
   await waitForFunction(ROUTER_URL, { authorization: SERVICE_BEARER() });
   const specs = routerSpecs(COUNT);
-  const rowsBefore = Number(sql(`select count(*) from integration.outbox where ${KEY_LIKE}`)) +
+  const rowsBefore = Number(sql(`select count(*) from integration.outbox_and_archive where ${KEY_LIKE}`)) +
     Number(sql(`select count(*) from integration.event_log where ${KEY_LIKE}`));
   const redriveBefore = Number(sql("select coalesce(max(id), 0) from integration.redrive_log"));
   const { results, seconds } = await runCases(specs);
@@ -1468,7 +1468,7 @@ test(`outbox-router: ${COUNT} hostile requests`, { timeout: 300_000 }, async (t)
   });
 
   await t.test("the router wrote no outbox, event_log or redrive_log rows", () => {
-    const rowsAfter = Number(sql(`select count(*) from integration.outbox where ${KEY_LIKE}`)) +
+    const rowsAfter = Number(sql(`select count(*) from integration.outbox_and_archive where ${KEY_LIKE}`)) +
       Number(sql(`select count(*) from integration.event_log where ${KEY_LIKE}`));
     assert.equal(rowsAfter, rowsBefore, `${SEED_TAG} rows with this run's keys changed during the router fuzz`);
     // The router never redrives; a row here is another test's redrive (then re-run) or a bug.

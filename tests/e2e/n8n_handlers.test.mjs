@@ -38,7 +38,7 @@ async function messagesSince(since) {
 }
 
 function outboxStatus(id) {
-  return sql(`select status || '|' || attempts || '|' || coalesce(last_error, '') from integration.outbox where id = '${id}'`);
+  return sql(`select status || '|' || attempts || '|' || coalesce(last_error, '') from integration.outbox_and_archive where id = '${id}'`);
 }
 
 test("each domain's handler in n8n receives its events and posts them to Mattermost", async () => {

@@ -44,7 +44,7 @@ test("a signed event lands in outbox and event_log with its correlation id", asy
   assert.equal(res.json.correlation_id, "e2e-corr-1");
 
   const outbox = sql(`select status || '|' || correlation_id || '|' || event_type || '|' || aggregate_id || '|' || (payload->>'amount')
-    from integration.outbox where id = '${res.json.event_id}' and idempotency_key = '${key}'`);
+    from integration.outbox_and_archive where id = '${res.json.event_id}' and idempotency_key = '${key}'`);
   // The stack's router may already have delivered it to the n8n handler.
   assert.match(outbox, new RegExp(`^(pending|processing|completed)\\|e2e-corr-1\\|expense\\.submitted\\|${body.aggregate_id}\\|125\\.5$`));
   const log = sql(`select correlation_id || '|' || scheme || '|' || signing_key_id
@@ -57,7 +57,7 @@ test("without x-correlation-id the function generates one and echoes it", async 
   assert.equal(res.status, 200, res.text);
   const id = res.headers.get("x-correlation-id");
   assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-  assert.equal(sql(`select correlation_id from integration.outbox where id = '${res.json.event_id}'`), id);
+  assert.equal(sql(`select correlation_id from integration.outbox_and_archive where id = '${res.json.event_id}'`), id);
 });
 
 test("the same event under the same key is a duplicate and writes nothing", async () => {
@@ -249,7 +249,7 @@ test("supabase-js functions.invoke reaches odoo-webhook through the gateway", as
   });
   assert.equal(error, null, String(error));
   assert.equal(data.ok, true);
-  assert.equal(sql(`select event_type from integration.outbox where id = '${data.event_id}'`), "finance_task.created");
+  assert.equal(sql(`select event_type from integration.outbox_and_archive where id = '${data.event_id}'`), "finance_task.created");
 });
 
 test("supabase-js reads the outbox as authenticated-only data: anon is refused", async () => {

@@ -37,7 +37,7 @@ test("a signed batch lands each event in outbox and event_log under the request'
   assert.deepEqual([res.json.accepted, res.json.duplicates, res.json.conflicts, res.json.invalid], [3, 0, 0, 0]);
   assert.deepEqual(res.json.results.map((r) => [r.idempotency_key, r.status]), events.map((e) => [e.idempotency_key, "accepted"]));
   const ids = res.json.results.map((r) => `'${r.event_id}'`).join(",");
-  const rows = sql(`select idempotency_key || '|' || correlation_id || '|' || aggregate_id from integration.outbox
+  const rows = sql(`select idempotency_key || '|' || correlation_id || '|' || aggregate_id from integration.outbox_and_archive
     where id in (${ids}) order by idempotency_key`).split("\n");
   assert.deepEqual(rows, events
     .map((e) => `${e.idempotency_key}|${e.correlation_id ?? correlationId}|${e.aggregate_id}`)
@@ -67,7 +67,7 @@ test("per event: a resent event is a duplicate, a reused key a conflict, an inva
   assert.deepEqual([res.json.accepted, res.json.duplicates, res.json.conflicts, res.json.invalid], [1, 1, 1, 1]);
   const [outbox, log] = before.match(/\d+/g).map(Number);
   assert.equal(tableCounts(), `outbox=${outbox + 1} event_log=${log + 1}`, "only the new event was written");
-  assert.equal(sql(`select payload = '${JSON.stringify(first[1].payload)}'::jsonb from integration.outbox
+  assert.equal(sql(`select payload = '${JSON.stringify(first[1].payload)}'::jsonb from integration.outbox_and_archive
     where idempotency_key = '${first[1].idempotency_key}'`), "t", "the conflict left the first event as it was");
 });
 

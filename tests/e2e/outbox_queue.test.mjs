@@ -39,7 +39,7 @@ test("4 concurrent claimers never receive the same event; each event is acked ex
     assert.ok(new Set(claimedBy.values()).size >= 2, "the claimers shared the work");
     assert.equal(
       sql(`select count(*) filter (where status = 'completed') || '/' || count(*) || '/' || max(attempts)
-           from integration.outbox where event_type = '${type}'`),
+           from integration.outbox_and_archive where event_type = '${type}'`),
       `${events}/${events}/1`,
     );
   } finally {

@@ -61,7 +61,7 @@ async function ingest(type, count = 1) {
 function row(id) {
   const [status, attempts, lastError, history] = sql(
     `select status, attempts, coalesce(last_error, ''), jsonb_array_length(error_history)
-     from integration.outbox where id = '${id}'`,
+     from integration.outbox_and_archive where id = '${id}'`,
   ).split("|");
   return { status, attempts: Number(attempts), lastError, history: Number(history) };
 }
@@ -102,7 +102,7 @@ test("a burst of inserts wakes the router a few times, not once per event", asyn
     const ids = [];
     for (let round = 0; round < 5; round++) ids.push(...(await ingest(type, 40)));
     await waitFor("200 acks", () =>
-      sql(`select count(*) from integration.outbox where event_type = '${type}' and status = 'completed'`) === "200",
+      sql(`select count(*) from integration.outbox_and_archive where event_type = '${type}' and status = 'completed'`) === "200",
     30_000);
     const wakes = Number(sql("select wakes_sent from integration.router_signal")) - wakesBefore;
     assert.equal(receiver.received.length, 200);
@@ -127,7 +127,7 @@ test("deliveries to one target never exceed the route's max_concurrency", async 
     sql(`insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, correlation_id)
          select 'odoo', '${uniqueKey("bounded")}-' || n, '${type}', 't', n::text, '{}', 'bounded' from generate_series(1, 30) n`);
     await waitFor("30 acks", () =>
-      sql(`select count(*) from integration.outbox where event_type = '${type}' and status = 'completed'`) === "30",
+      sql(`select count(*) from integration.outbox_and_archive where event_type = '${type}' and status = 'completed'`) === "30",
     20_000);
     assert.equal(peak, 3, `peak concurrency was ${peak}`);
   } finally {

@@ -23,12 +23,13 @@ test(`killing the router mid-batch loses nothing and completes each of ${EVENTS}
   const pattern = `crash${process.pid}.*`;
   const type = pattern.replace("*", "created");
   const audit = `crash_completions_${process.pid}`;
-  // Counts every transition to completed, the thing that must happen exactly once.
+  // Counts every event entering the archive: a delivery settles it there, the
+  // thing that must happen exactly once.
   sql(`create table public.${audit} (id uuid not null, at timestamptz not null default clock_timestamp());
        create function public.${audit}_record() returns trigger language plpgsql as $$
        begin insert into public.${audit} (id) values (new.id); return null; end $$;
-       create trigger ${audit} after update of status on integration.outbox for each row
-         when (old.status <> 'completed' and new.status = 'completed' and new.event_type = '${type}')
+       create trigger ${audit} after insert on integration.outbox_archive for each row
+         when (new.event_type = '${type}')
          execute function public.${audit}_record();
        insert into integration.routes (event_pattern, target_url, signing_secret, timeout_ms, max_concurrency)
        values ('${pattern}', '${receiver.url}/hooks/crash', 'whsec_Y3Jhc2gtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ==', 5000, 4);`);
@@ -54,7 +55,7 @@ test(`killing the router mid-batch loses nothing and completes each of ${EVENTS}
     t.diagnostic(`killed after ${killedAt - started} ms with ${deliveredBeforeKill} events delivered and ${leased} leased`);
 
     await waitFor(`all ${EVENTS} events completed`, () =>
-      sql(`select count(*) from integration.outbox where event_type = '${type}' and status = 'completed'`) === String(EVENTS),
+      sql(`select count(*) from integration.outbox_and_archive where event_type = '${type}' and status = 'completed'`) === String(EVENTS),
     240_000, 250);
     const recoveredMs = Date.now() - killedAt;
 
@@ -63,7 +64,7 @@ test(`killing the router mid-batch loses nothing and completes each of ${EVENTS}
          (select id, count(*) over (partition by id) n from public.${audit}) c`).split("|").map(Number);
     const total = [...deliveries.values()].reduce((a, b) => a + b, 0);
     const redelivered = [...deliveries.values()].filter((n) => n > 1).length;
-    const reclaimed = Number(sql(`select count(*) from integration.outbox where event_type = '${type}'
+    const reclaimed = Number(sql(`select count(*) from integration.outbox_and_archive where event_type = '${type}'
       and exists (select 1 from jsonb_array_elements(error_history) e where e ->> 'error' like 'lease expired%')`));
     t.diagnostic(`recovered in ${recoveredMs} ms: ${total} deliveries for ${EVENTS} events, ` +
       `${redelivered} delivered more than once, ${reclaimed} leases reclaimed, ${completions} completions`);
@@ -76,7 +77,7 @@ test(`killing the router mid-batch loses nothing and completes each of ${EVENTS}
     assert.ok(reclaimed > 0 && redelivered <= reclaimed,
       "only events whose lease expired were delivered again");
   } finally {
-    sql(`drop trigger if exists ${audit} on integration.outbox;
+    sql(`drop trigger if exists ${audit} on integration.outbox_archive;
          drop function if exists public.${audit}_record();
          drop table if exists public.${audit};
          delete from integration.routes where event_pattern = '${pattern}';`);
