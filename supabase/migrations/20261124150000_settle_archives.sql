@@ -1,4 +1,4 @@
--- The claim/settle path at pgmq's speed (issue "Scale and faults", figures in
+-- The claim/settle path closer to pgmq (issue "Scale and faults", figures in
 -- docs/scale.md).
 --
 -- 1. A delivered event leaves the hot table in the settle that acks it: one
