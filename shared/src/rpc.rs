@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::postgrest::Rpc;
+use crate::postgrest::{PostgrestError, Rpc};
 
 /// JSON sent on verbatim: a `Value` would pass numbers through a 64-bit
 /// float, so `18446744073709551617` would be stored rounded.
@@ -62,6 +62,28 @@ pub mod integration {
         const SCHEMA: &'static str = "integration";
         const NAME: &'static str = "ingest_event";
         type Output = Ingested;
+    }
+
+    /// `integration.ingest_event_group`: single events that arrived together,
+    /// recorded in one transaction (odoo-webhook's group commit).
+    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+    pub struct IngestEventGroup {
+        pub p_events: Vec<IngestEvent>,
+    }
+
+    /// One event's result in a group: what `ingest_event` answers for it
+    /// alone, or its refusal in PostgREST's error shape.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    #[serde(untagged)]
+    pub enum GroupOutcome {
+        Ingested(Ingested),
+        Refused { error: PostgrestError },
+    }
+
+    impl Rpc for IngestEventGroup {
+        const SCHEMA: &'static str = "integration";
+        const NAME: &'static str = "ingest_event_group";
+        type Output = Vec<GroupOutcome>;
     }
 
     /// `integration.ingest_events`: records a signed batch in one round trip.
@@ -852,6 +874,8 @@ pub fn manifest() -> Vec<Declared> {
     use ops::*;
     vec![
         declared::<IngestEvent>(),
+        declared::<IngestEventGroup>(),
+        declared::<IngestEvents>(),
         declared::<RouterClaim>(),
         declared::<SettleOutbox>(),
         declared::<ReleaseRouter>(),

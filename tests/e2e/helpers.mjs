@@ -76,7 +76,8 @@ export function event(overrides = {}) {
 /**
  * Posts a body signed with the seed scheme. Options override any part:
  * secret, timestamp, key (idempotency), headers (merged last), rawBody;
- * timeoutMs bounds the wait for an answer.
+ * timeoutMs bounds the wait for an answer; dispatcher is an undici Agent of
+ * its own (connections not shared with earlier requests).
  */
 export async function postSigned(body, options = {}) {
   const raw = options.rawBody ?? JSON.stringify(body);
@@ -96,6 +97,7 @@ export async function postSigned(body, options = {}) {
     headers,
     body: ["GET", "HEAD"].includes(method) ? undefined : raw,
     signal: options.timeoutMs ? AbortSignal.timeout(options.timeoutMs) : undefined,
+    dispatcher: options.dispatcher,
   });
   const text = await response.text();
   let json = null;

@@ -5,6 +5,7 @@
 //! between the runtime and `ingress`, which holds every decision.
 
 pub mod config;
+pub mod group;
 pub mod ingress;
 
 use serde_json::json;
@@ -51,11 +52,13 @@ impl Function for OdooWebhook {
         }
         let event = ingress::parse_event(&call.body)?;
         let args = ingress::ingest_args(&event, &verified, call.correlation_id);
-        let ingested = call.service().call(&args, call.correlation_id).await?;
+        let (ingested, group) =
+            group::ingest(call.ctx, &call.service(), args, call.correlation_id).await?;
         Ok(
             Reply::ok(200, "accepted", ingress::success_body(&ingested)).log(json!({
                 "event_id": ingested.event_id,
                 "duplicate": ingested.duplicate,
+                "group": group,
                 "scheme": verified.scheme.as_str(),
                 "key_id": verified.key_id,
             })),
