@@ -4,31 +4,28 @@
 //! lone event still takes `ingest_event`, so a quiet isolate is unchanged.
 //!
 //! The runtime ties I/O to the request that started it, and a request must
-//! answer from its own context. So:
+//! build its answer in its own context. So:
 //! - One call is in flight per isolate at a time. The request that finds none
 //!   starts the flush loop under its own `waitUntil`, so the loop's fetches
 //!   belong to a request that stays alive while it answers the others.
-//! - Each waiter is answered through a JS promise it made itself: the runtime
-//!   runs the continuation of a promise in the context that made it, whoever
-//!   resolves it. (Waking a Rust future directly would run the waiter in the
-//!   loop's context, and its response would be refused there.)
+//! - The loop leaves each answer in its waiter's slot and wakes no one: a
+//!   waiter looks at its slot when its own timer fires, so it only ever runs
+//!   in its own context. (A waiter woken by the loop, directly or through a
+//!   promise it made, was at times polled in another request's context, and
+//!   the runtime refused its response there.) The timer also keeps the runtime
+//!   from taking a waiter for a hung request.
 //! - The loop stops when the queue is empty, or after `MAX_ROUNDS` to stay
-//!   inside the platform's `waitUntil` limit; a waiter's timer, which also
-//!   keeps the runtime from taking it for a hung request, then finds events
-//!   queued and no loop, and starts the next loop from its own context.
+//!   inside the platform's `waitUntil` limit; a waiter that then finds events
+//!   queued and no loop starts the next one from its own context.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use switchyard_shared::error::ApiError;
 use switchyard_shared::postgrest::{Client, RpcError};
 use switchyard_shared::rpc::integration::{GroupOutcome, IngestEvent, IngestEventGroup, Ingested};
-use worker::js_sys::{Function, Promise};
-use worker::wasm_bindgen::JsValue;
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Context, Delay};
 
 /// Events per call: `ingest_event_group`'s limit, and below the 64
@@ -36,8 +33,8 @@ use worker::{Context, Delay};
 pub const MAX_GROUP: usize = 50;
 /// Calls one loop makes before it hands over (about 5 s at full load).
 const MAX_ROUNDS: u32 = 1000;
-/// How often a waiter checks that a loop is still running.
-const HANDOVER_CHECK: Duration = Duration::from_millis(50);
+/// How often a waiter looks for its answer (and for a loop to start).
+const POLL: Duration = Duration::from_millis(1);
 
 /// What a waiting request gets back: its result and the size of its group.
 pub type Answer = Result<(Ingested, usize), ApiError>;
@@ -45,21 +42,8 @@ pub type Answer = Result<(Ingested, usize), ApiError>;
 struct Waiting {
     args: IngestEvent,
     correlation_id: String,
-    reply: Reply,
-}
-
-/// Where a waiter's answer goes, and the resolver of the promise it awaits.
-struct Reply {
-    slot: Rc<RefCell<Option<Answer>>>,
-    resolve: Function,
-}
-
-impl Reply {
-    fn send(self, answer: Answer) {
-        *self.slot.borrow_mut() = Some(answer);
-        // Resolving cannot fail; a waiter that is gone just never reads it.
-        let _ = self.resolve.call0(&JsValue::UNDEFINED);
-    }
+    /// Where the loop leaves the answer.
+    reply: Rc<RefCell<Option<Answer>>>,
 }
 
 /// The isolate's queue: events not yet sent, and whether a loop sends them.
@@ -119,34 +103,22 @@ pub async fn ingest(
     args: IngestEvent,
     correlation_id: &str,
 ) -> Answer {
-    let slot = Rc::new(RefCell::new(None));
-    let mut resolve = None;
-    let promise = Promise::new(&mut |resolved, _rejected| resolve = Some(resolved));
+    let reply = Rc::new(RefCell::new(None));
     let waiting = Waiting {
         args,
         correlation_id: correlation_id.to_string(),
-        reply: Reply {
-            slot: slot.clone(),
-            resolve: resolve.expect("a promise's executor runs at once"),
-        },
+        reply: reply.clone(),
     };
     if QUEUE.with(|q| q.borrow_mut().join(waiting)) {
         ctx.wait_until(flush(client.clone()));
     }
-    let mut answered = JsFuture::from(promise);
     loop {
-        match select(answered, Delay::from(HANDOVER_CHECK)).await {
-            Either::Left(_) => {
-                return slot.borrow_mut().take().unwrap_or_else(|| {
-                    Err(RpcError::Decode("resolved without an answer".into()).into_api_error())
-                })
-            }
-            Either::Right((_, pending)) => {
-                answered = pending;
-                if QUEUE.with(|q| q.borrow_mut().claim_loop()) {
-                    ctx.wait_until(flush(client.clone()));
-                }
-            }
+        Delay::from(POLL).await;
+        if let Some(answer) = reply.borrow_mut().take() {
+            return answer;
+        }
+        if QUEUE.with(|q| q.borrow_mut().claim_loop()) {
+            ctx.wait_until(flush(client.clone()));
         }
     }
 }
@@ -163,7 +135,7 @@ async fn flush(client: Client) {
             group.into_iter().map(|w| (w.args, w.reply)).unzip();
         let answers = send(&client, args, &correlation_id).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
-            reply.send(answer.map(|ingested| (ingested, size)));
+            *reply.borrow_mut() = Some(answer.map(|ingested| (ingested, size)));
         }
     }
     QUEUE.with(|q| q.borrow_mut().stop());
