@@ -161,8 +161,8 @@ async fn send(
     answers(size, outcomes)
 }
 
-/// Each event's answer from the group call's: its own result or refusal, or
-/// the call's failure for all (nothing of the group was written).
+/// Each event's answer from the group call's: its own result or refusal, or,
+/// when the call failed, that failure for every event of the group.
 pub fn answers(
     size: usize,
     outcomes: Result<Vec<GroupOutcome>, RpcError>,
