@@ -2,9 +2,9 @@
 -- deleted after the run) up to what a live system holds under retention after
 -- :completed deliveries spread over the last 14 days, and :pending waiting:
 -- - event_log: every delivered event (it keeps them all and holds their keys);
--- - outbox_archive: the completed ones past the hot window, in day partitions;
--- - outbox: the completed ones within the hot window (the same rate), and the
---   pending ones.
+-- - outbox_archive: every completed one, in day partitions (settle_outbox
+--   archives a delivered event as it acks it; only alerts stay hot);
+-- - outbox: the pending ones.
 select integration.archive_partition(((now() - interval '14 days' - interval '1 day') at time zone 'UTC')::date + d)
 from generate_series(0, 15) d \g /dev/null
 
@@ -20,22 +20,11 @@ select gen_random_uuid(), 'odoo', f.key, 'benchdrain.created', 'hr.expense', f.n
        'bench-scale-' || (f.n % 100000), 'ipai-hmac', 'key_bench', f.t
 from fill f;
 
--- A hot window's worth stays hot: 15 minutes of 14 days is 1 event in 1,344,
--- its times scaled into the last 15 minutes. The rest is archived.
-insert into integration.outbox (id, source, idempotency_key, event_type, aggregate_type, aggregate_id, payload,
-  correlation_id, status, attempts, created_at, updated_at, completed_at, receipt)
-select l.event_id, l.source, l.idempotency_key, l.event_type, l.aggregate_type, l.aggregate_id, l.payload,
-       l.correlation_id, 'completed', 1, h.at, now(), h.at, '{"ok":true}'
-from integration.event_log l join fill f on f.key = l.idempotency_key and l.source = 'odoo',
-     lateral (select now() - (now() - l.created_at) / 1344 as at) h
-where f.n % 1344 = 0;
-
 insert into integration.outbox_archive (id, source, idempotency_key, event_type, aggregate_type, aggregate_id,
   payload, correlation_id, attempts, error_history, receipt, created_at, completed_at)
 select l.event_id, l.source, l.idempotency_key, l.event_type, l.aggregate_type, l.aggregate_id, l.payload,
        l.correlation_id, 1, '[]', '{"ok":true}', l.created_at, l.created_at + interval '1 second'
-from integration.event_log l join fill f on f.key = l.idempotency_key and l.source = 'odoo'
-where f.n % 1344 <> 0;
+from integration.event_log l join fill f on f.key = l.idempotency_key and l.source = 'odoo';
 
 insert into integration.outbox (source, idempotency_key, event_type, aggregate_type, aggregate_id, payload, correlation_id)
 select 'odoo', 'bench-scale-' || gen_random_uuid(), 'benchdrain.created', 'hr.expense', n::text, :'payload'::jsonb,
