@@ -2321,40 +2321,46 @@ declare
   v_tokens uuid[];
   v_ok boolean[];
   v_receipts jsonb[];
+  v_errors text[];
+  v_retry_after integer[];
+  v_bad_shape boolean;
+  v_bad_receipt boolean;
   v_acked uuid[];
   v_alerts uuid[];
   v_failed uuid[] := '{}';
-  v_failure record;
 begin
   if jsonb_typeof(p_results) is distinct from 'array' or jsonb_array_length(p_results) > 1000 then
     raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'p_results must be an array of at most 1000 results';
   end if;
-  -- One pass checks every result before anything is written.
-  if exists (
-    select from jsonb_array_elements(p_results) e(v)
-    where jsonb_typeof(v) is distinct from 'object'
-       or jsonb_typeof(v -> 'id') is distinct from 'string'
-       or jsonb_typeof(v -> 'lease_token') is distinct from 'string'
-       or jsonb_typeof(v -> 'ok') is distinct from 'boolean'
-       or coalesce(jsonb_typeof(v -> 'retry_after_seconds'), 'null') <> 'null'
-          and coalesce(v ->> 'retry_after_seconds' !~ '^[0-9]{1,9}$', true)) then
-    raise exception using errcode = 'PT422', message = 'validation_failed',
-      detail = 'each result needs a uuid id and lease_token and a boolean ok; retry_after_seconds is a non-negative integer';
-  end if;
-  if exists (
-    select from jsonb_array_elements(p_results) e(v)
-    where v ? 'receipt' and (jsonb_typeof(v -> 'receipt') is distinct from 'object' or length((v -> 'receipt')::text) > 500)) then
-    raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'a receipt is an object of at most 500 characters';
-  end if;
+  -- A cast that fails (an id that is no uuid) is a bad shape too, caught below.
   begin
-    select array_agg((r.v ->> 'id')::uuid order by r.ord), array_agg((r.v ->> 'lease_token')::uuid order by r.ord),
-           array_agg((r.v ->> 'ok')::boolean order by r.ord), array_agg(r.v -> 'receipt' order by r.ord)
-    into v_ids, v_tokens, v_ok, v_receipts
+    select bool_or(jsonb_typeof(r.v) is distinct from 'object'
+             or jsonb_typeof(r.v -> 'id') is distinct from 'string'
+             or jsonb_typeof(r.v -> 'lease_token') is distinct from 'string'
+             or jsonb_typeof(r.v -> 'ok') is distinct from 'boolean'
+             or coalesce(jsonb_typeof(r.v -> 'retry_after_seconds'), 'null') <> 'null'
+                and coalesce(r.v ->> 'retry_after_seconds' !~ '^[0-9]{1,9}$', true)),
+           bool_or(r.v ? 'receipt' and (jsonb_typeof(r.v -> 'receipt') is distinct from 'object'
+                                        or length((r.v -> 'receipt')::text) > 500)),
+           array_agg((r.v ->> 'id')::uuid order by r.ord),
+           array_agg((r.v ->> 'lease_token')::uuid order by r.ord),
+           array_agg((r.v ->> 'ok')::boolean order by r.ord),
+           array_agg(r.v -> 'receipt' order by r.ord),
+           array_agg(coalesce(nullif(left(r.v ->> 'error', 1000), ''), 'unspecified error') order by r.ord),
+           array_agg(case when r.v ->> 'retry_after_seconds' ~ '^[0-9]{1,9}$'
+                          then (r.v ->> 'retry_after_seconds')::integer end order by r.ord)
+    into v_bad_shape, v_bad_receipt, v_ids, v_tokens, v_ok, v_receipts, v_errors, v_retry_after
     from jsonb_array_elements(p_results) with ordinality r(v, ord);
   exception when invalid_text_representation then
+    v_bad_shape := true;
+  end;
+  if v_bad_shape then
     raise exception using errcode = 'PT422', message = 'validation_failed',
       detail = 'each result needs a uuid id and lease_token and a boolean ok; retry_after_seconds is a non-negative integer';
-  end;
+  end if;
+  if v_bad_receipt then
+    raise exception using errcode = 'PT422', message = 'validation_failed', detail = 'a receipt is an object of at most 500 characters';
+  end if;
   if v_ids is null then
     return jsonb_build_object('acked', 0, 'failed', 0, 'stale', '[]'::jsonb);
   end if;
@@ -2399,17 +2405,13 @@ begin
     v_acked := v_acked || v_alerts;
   end if;
 
-  for v_failure in
-    select (r.v ->> 'id')::uuid as id, (r.v ->> 'lease_token')::uuid as lease_token,
-           coalesce(nullif(left(r.v ->> 'error', 1000), ''), 'unspecified error') as error,
-           (r.v ->> 'retry_after_seconds')::integer as retry_after
-    from jsonb_array_elements(p_results) with ordinality r(v, ord)
-    where not (r.v ->> 'ok')::boolean
-    order by r.ord
-  loop
-    if integration.holds_lease(v_failure.id, v_failure.lease_token) then
-      perform integration.record_failure(v_failure.id, v_failure.error, v_failure.retry_after);
-      v_failed := v_failed || v_failure.id;
+  -- Failures one at a time, in the order given: record_failure decides each
+  -- one's retry or dead letter.
+  for i in 1 .. cardinality(v_ids) loop
+    continue when v_ok[i];
+    if integration.holds_lease(v_ids[i], v_tokens[i]) then
+      perform integration.record_failure(v_ids[i], v_errors[i], v_retry_after[i]);
+      v_failed := v_failed || v_ids[i];
     end if;
   end loop;
 

@@ -4,7 +4,7 @@
 -- sweep that now runs only when a lease has expired.
 begin;
 set search_path = extensions, public;
-select plan(19);
+select plan(22);
 
 -- Park the dev database's rows (rolled back at the end).
 update integration.outbox set available_at = now() + interval '100 years' where status = 'pending';
@@ -75,6 +75,15 @@ select throws_ok(format($$ select integration.settle_outbox(jsonb_build_array(
     jsonb_build_object('id', %L, 'lease_token', %L, 'ok', false, 'retry_after_seconds', 1.5))) $$,
     (select id from picked where n = 5), (select token from picked where n = 5)),
   'PT422', 'validation_failed', 'Retry-After must be a whole number of seconds');
+select throws_ok(format($$ select integration.settle_outbox(jsonb_build_array(
+    jsonb_build_object('id', %L, 'lease_token', %L, 'ok', false, 'retry_after_seconds', 9999999999))) $$,
+    (select id from picked where n = 5), (select token from picked where n = 5)),
+  'PT422', 'validation_failed', 'a Retry-After of ten digits is refused, not an integer overflow');
+select is(integration.settle_outbox(jsonb_build_array(jsonb_build_object(
+    'id', (select id from picked where n = 7), 'lease_token', (select token from picked where n = 7), 'ok', false, 'error', '')))
+    ->> 'failed', '1', 'a failure with an empty error is recorded');
+select is((select last_error from integration.outbox o join picked p using (id) where p.n = 7), 'unspecified error',
+  'as an unspecified error');
 select throws_ok(format($$ select integration.settle_outbox(jsonb_build_array(
     jsonb_build_object('id', %L, 'lease_token', %L, 'ok', true, 'receipt', 'text'))) $$,
     (select id from picked where n = 5), (select token from picked where n = 5)),
