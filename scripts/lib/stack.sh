@@ -594,6 +594,10 @@ $bindings  ],
 using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
+  # V8 lets each isolate's young generation grow large before it collects,
+  # and workerd's RSS keeps that high-water mark: without this cap a soak ran
+  # workerd from 350 MB to 1 GB (docs/scale.md#soak).
+  v8Flags = ["--max-semi-space-size=4"],
   services = [
     (name = "gateway", worker = .gateway),
     (name = "egress", worker = .egress),
